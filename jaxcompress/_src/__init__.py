@@ -1,0 +1,1 @@
+"""Core contract: Compressor, composition, paths and summaries."""

@@ -1,0 +1,1 @@
+"""Weight sharing: k-means clustering with trained centroids."""

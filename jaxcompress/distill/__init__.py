@@ -1,0 +1,1 @@
+"""Distillation losses (a loss, not a Compressor): KD, hint and attention transfer."""

@@ -1,0 +1,1 @@
+"""Flax glue: linen TrainState, NNX adapter. The only package that imports flax."""

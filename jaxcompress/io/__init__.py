@@ -1,0 +1,1 @@
+"""Checkpoints (orbax) and compressed artifacts."""

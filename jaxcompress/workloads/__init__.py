@@ -1,0 +1,1 @@
+"""Datasets and models used by the CLI, configs and benchmarks."""
