@@ -1,1 +1,31 @@
-"""Datasets and models used by the CLI, configs and benchmarks."""
+"""Workloads: data sets (digits embedded; MNIST, Shakespeare when installed) and models."""
+
+from jaxcompress.workloads._data import (
+    MNIST_INSTALL,
+    SHAKESPEARE_INSTALL,
+    DataNotFoundError,
+    Dataset,
+    batches,
+    cache_dir,
+    load,
+    load_digits,
+    load_mnist,
+    load_shakespeare,
+    shakespeare_text,
+)
+from jaxcompress.workloads._models import MLP
+
+__all__ = [
+    "MLP",
+    "MNIST_INSTALL",
+    "SHAKESPEARE_INSTALL",
+    "DataNotFoundError",
+    "Dataset",
+    "batches",
+    "cache_dir",
+    "load",
+    "load_digits",
+    "load_mnist",
+    "load_shakespeare",
+    "shakespeare_text",
+]

@@ -1,0 +1,112 @@
+"""Shared benchmark helpers: interleaved timing with medians, and result files.
+
+The machine is shared and noisy, so variants are never timed one after the other: each
+round runs every variant once, in a rotated order, and the figure reported is the median
+over rounds. Targets are ratios between variants measured in the same run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def block(x: Any) -> Any:
+    """Waits for every array in ``x``."""
+    return jax.block_until_ready(x)
+
+
+def time_interleaved(
+    variants: Mapping[str, Callable[[], Any]],
+    *,
+    rounds: int = 30,
+    warmup: int = 3,
+    inner: int = 1,
+) -> dict[str, dict[str, float]]:
+    """Times zero-argument callables in interleaved rounds; returns per-variant statistics.
+
+    Each callable must do its work and block on it (``jax.block_until_ready``). ``inner``
+    calls are timed together per round (for very short steps). The order inside a round is
+    rotated every round so no variant always runs first.
+
+    Returns:
+      ``{name: {"median_s", "p10_s", "p90_s", "rounds"}}`` (seconds per call).
+    """
+    names = list(variants)
+    for _ in range(warmup):
+        for n in names:
+            variants[n]()
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            fn = variants[n]
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[n].append((time.perf_counter() - t0) / inner)
+    out = {}
+    for n, s in samples.items():
+        q = statistics.quantiles(s, n=10) if len(s) >= 2 else [s[0]] * 9
+        out[n] = {
+            "median_s": statistics.median(s),
+            "p10_s": q[0],
+            "p90_s": q[-1],
+            "rounds": len(s),
+        }
+    return out
+
+
+def ratios(timings: Mapping[str, Mapping[str, float]], baseline: str) -> dict[str, float]:
+    """Median time of each variant divided by the baseline's median."""
+    base = timings[baseline]["median_s"]
+    return {n: t["median_s"] / base for n, t in timings.items()}
+
+
+def environment() -> dict[str, Any]:
+    """Facts about the run that a reader needs to compare figures."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def markdown_table(rows: list[Mapping[str, Any]], columns: list[str] | None = None) -> str:
+    """A GitHub Markdown table of ``rows`` (dicts), floats to 4 significant digits."""
+    if not rows:
+        return ""
+    columns = columns or list(rows[0])
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, data: Mapping[str, Any], markdown: str) -> pathlib.Path:
+    """Writes ``benchmarks/results/{name}.json`` (with the environment) and ``{name}.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "environment": environment(), **data}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    return RESULTS / f"{name}.json"
