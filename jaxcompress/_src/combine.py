@@ -97,8 +97,7 @@ def _owners(rule_list: Sequence[Rule], params: Params) -> list[int]:
             any_match = any(patterns[i].fullmatch(p) for p in leaf_paths)
             why = "matches only leaves taken by earlier rules" if any_match else "matches no leaf"
             raise ValueError(
-                f"rules: rule {i} {rx!r} {why}; the parameter paths are: "
-                + ", ".join(leaf_paths)
+                f"rules: rule {i} {rx!r} {why}; the parameter paths are: " + ", ".join(leaf_paths)
             )
     return owners
 
@@ -111,7 +110,9 @@ def _select(params: Params, owners: list[int], i: int) -> Params:
 def _merge(params: Params, outs: dict[int, Params], owners: list[int]) -> Params:
     leaves, treedef = jax.tree.flatten(params)
     flat_outs = {i: treedef.flatten_up_to(o) for i, o in outs.items()}
-    merged = [flat_outs[o][j] if o in flat_outs else x for j, (x, o) in enumerate(zip(leaves, owners))]
+    merged = [
+        flat_outs[o][j] if o in flat_outs else x for j, (x, o) in enumerate(zip(leaves, owners))
+    ]
     return jax.tree.unflatten(treedef, merged)
 
 
@@ -144,7 +145,9 @@ def rules(rule_list: Sequence[Rule]) -> Compressor:
     rule_list = list(rule_list)
     for i, rule in enumerate(rule_list):
         if not (isinstance(rule, tuple) and len(rule) == 2 and isinstance(rule[0], str)):
-            raise TypeError(f"rules: rule {i} must be a (regex, compressor_or_None) pair, got {rule!r}")
+            raise TypeError(
+                f"rules: rule {i} must be a (regex, compressor_or_None) pair, got {rule!r}"
+            )
         rx, comp = rule
         if comp is not None and not isinstance(comp, Compressor):
             raise TypeError(

@@ -84,12 +84,20 @@ class Summary:
             )
         )
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        line = lambda r: "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        )
         sep = "-" * len(line(head))
         return "\n".join(
-            [line(head), sep, *map(line, rows[:-1]), sep, line(rows[-1]),
-             f"float32 {self.float32_bytes:,} B -> {self.logical_bytes:,} B "
-             f"({self.ratio:.2f}x smaller); compressor state {self.state_bytes:,} B"]
+            [
+                line(head),
+                sep,
+                *map(line, rows[:-1]),
+                sep,
+                line(rows[-1]),
+                f"float32 {self.float32_bytes:,} B -> {self.logical_bytes:,} B "
+                f"({self.ratio:.2f}x smaller); compressor state {self.state_bytes:,} B",
+            ]
         )
 
 
@@ -192,4 +200,3 @@ def finalize(compressor: Compressor, params: Params, state: State) -> Params:
       [[0.0, -3.0], [0.0, 2.0]]
     """
     return jax.tree.map(jax.lax.stop_gradient, compressor.apply(params, state))
-
