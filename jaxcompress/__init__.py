@@ -18,6 +18,7 @@ from jaxcompress._src.base import (
     with_trainable,
 )
 from jaxcompress._src.combine import ChainState, RulesState, chain, rules
+from jaxcompress._src.sharding import derive_sharding, state_shardings
 from jaxcompress._src.summary import LeafSummary, Summary, finalize, summary
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "Trainables",
     "chain",
     "compressed_view",
+    "derive_sharding",
     "cli",
     "cluster",
     "distill",
@@ -54,6 +56,7 @@ __all__ = [
     "quant",
     "rules",
     "state_fields",
+    "state_shardings",
     "summary",
     "trainable",
     "with_trainable",
