@@ -181,6 +181,26 @@ def test_update_counts_steps(factory):
     assert all(int(c) == 3 for c in counts)
 
 
+# Methods that accumulate a per-weight float score (e.g. movement pruning) may hold one
+# float tensor per param; every other state stays well below the params' size.
+FULL_SIZE_STATE_OK: set[str] = set()
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_state_memory(name):
+    comp = dict(CASES)[name]()
+    params = make_params()
+    state = jax.eval_shape(comp.init, params)
+    param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    limit = 1.0 if name in FULL_SIZE_STATE_OK else 0.5
+    assert state_bytes <= limit * param_bytes, (name, state_bytes, param_bytes)
+    # masks are stored as bool or packed bits, never as float
+    for m in jc.state_fields(state, "mask"):
+        for leaf in jax.tree.leaves(m):
+            assert leaf.dtype in (jnp.bool_, jnp.uint8, jnp.uint32), (name, leaf.dtype)
+
+
 @functools.cache
 def _mesh():
     devices = np.array(jax.devices()[:8]).reshape(4, 2)

@@ -219,6 +219,11 @@ def test_summary_counts_bits_sparsity_bytes_exactly():
     assert "params/Dense_0/kernel" in text and "75.0%" in text and "smaller" in text
     d = summ.to_dict()
     assert d["num_params"] == 46 and len(d["leaves"]) == 4
+    # state: two bool masks? no: one mask (32 bools), qat bits (2 x int32), 3 counts (int32)
+    assert summ.state_bytes == 32 + 2 * 4 + 3 * 4
+    assert summ.param_bytes == 46 * 4
+    assert summ.state_ratio == pytest.approx(52 / 184)
+    assert "of the stored params" in text
 
 
 def test_finalize_has_no_gradient_path():

@@ -32,6 +32,7 @@ class Summary:
 
     leaves: tuple[LeafSummary, ...]  # one row per parameter leaf
     state_bytes: int  # bytes held by the compressor state (masks, scales, codebooks ...)
+    param_bytes: int = 0  # bytes of the stored params as they are (float32, bfloat16 ...)
 
     @property
     def float32_bytes(self) -> int:
@@ -47,6 +48,11 @@ class Summary:
         return self.float32_bytes / max(self.logical_bytes, 1)
 
     @property
+    def state_ratio(self) -> float:
+        """Compressor state bytes / stored param bytes (memory the compression adds)."""
+        return self.state_bytes / max(self.param_bytes, 1)
+
+    @property
     def num_params(self) -> int:
         return sum(math.prod(r.shape) for r in self.leaves)
 
@@ -57,6 +63,8 @@ class Summary:
             "logical_bytes": self.logical_bytes,
             "ratio": self.ratio,
             "state_bytes": self.state_bytes,
+            "param_bytes": self.param_bytes,
+            "state_ratio": self.state_ratio,
             "num_params": self.num_params,
         }
 
@@ -96,7 +104,8 @@ class Summary:
                 sep,
                 line(rows[-1]),
                 f"float32 {self.float32_bytes:,} B -> {self.logical_bytes:,} B "
-                f"({self.ratio:.2f}x smaller); compressor state {self.state_bytes:,} B",
+                f"({self.ratio:.2f}x smaller); compressor state {self.state_bytes:,} B "
+                f"({self.state_ratio:.1%} of the stored params)",
             ]
         )
 
@@ -175,7 +184,8 @@ def summary(compressor: Compressor, params: Params, state: State) -> Summary:
             )
         )
     state_bytes = sum(int(np.asarray(x).nbytes) for x in jax.tree.leaves(state_np))
-    return Summary(tuple(rows), state_bytes)
+    param_bytes = sum(int(np.asarray(x).nbytes) for x in jax.tree.leaves(params))
+    return Summary(tuple(rows), state_bytes, param_bytes)
 
 
 def finalize(compressor: Compressor, params: Params, state: State) -> Params:
