@@ -1,0 +1,82 @@
+"""The benchmark model and train steps shared by the benchmark scripts.
+
+MLP 784-512-512-10, batch 256, adam: the float step and the compressed step differ only by
+``state.compress`` in the loss, exactly as a user's step would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxcompress as jc
+from jaxcompress import workloads
+
+FEATURES = (512, 512, 10)
+BATCH = 256
+
+
+def make_state(
+    compressor: jc.Compressor | None, *, features=FEATURES, in_dim: int = 784, seed: int = 0
+) -> jc.flax.TrainState:
+    """A TrainState of the benchmark MLP (``jc.identity()`` when ``compressor`` is None)."""
+    model = workloads.MLP(tuple(features))
+    params = model.init(jax.random.key(seed), jnp.zeros((1, in_dim)))["params"]
+    return jc.flax.TrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        tx=optax.adam(1e-3),
+        compressor=compressor if compressor is not None else jc.identity(),
+    )
+
+
+def float_step(state, x, y):
+    """The plain train step: no compression in the loss, no compressor update."""
+
+    def loss_fn(params):
+        logits = state.apply_fn({"params": params}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grads = jax.grad(loss_fn)(state.params)
+    updates, opt_state = state.tx.update(
+        jc.Trainables(grads, jc.trainable(state.compression)),
+        state.opt_state,
+        state.trainables,
+    )
+    new = optax.apply_updates(state.trainables, updates)
+    return state.replace(step=state.step + 1, params=new.params, opt_state=opt_state)
+
+
+def compressed_step(state, x, y):
+    """The compressed train step (DESIGN §2)."""
+
+    def loss_fn(v):
+        logits = state.apply_fn({"params": state.compress(v)}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    return state.apply_gradients(grads=jax.grad(loss_fn)(state.trainables))
+
+
+def random_batch(seed: int = 0, in_dim: int = 784, batch: int = BATCH):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.random((batch, in_dim), np.float32))
+    y = jnp.asarray(rng.integers(0, 10, batch).astype(np.int32))
+    return x, y
+
+
+def stepper(step_fn: Callable, state: Any, x, y) -> Callable[[], Any]:
+    """A zero-argument callable that runs one jitted step (state carried across calls)."""
+    jitted = jax.jit(step_fn, donate_argnums=0)
+    box = [state]
+
+    def run():
+        box[0] = jitted(box[0], x, y)
+        jax.block_until_ready(box[0].params)
+        return box[0]
+
+    return run
