@@ -18,6 +18,7 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -186,15 +187,44 @@ def save(
     return bool(manager.save(step, args=ocp.args.Composite(**items), force=force))
 
 
+def _is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _uncommitted(x: Any) -> bool:
+    """Template leaves restored to the default device, uncommitted (as ``jnp.asarray`` makes).
+
+    A fresh ``jnp`` array is *uncommitted*: jit may move it next to sharded arguments. Orbax
+    returns committed arrays; a committed single-device step counter next to mesh-sharded
+    params would make the next jitted step fail (incompatible devices), and a committed
+    array where the template had an uncommitted one costs a recompile. So such leaves are
+    read to host and placed with ``jnp.asarray`` (the same single transfer orbax makes).
+    """
+    if isinstance(x, jax.Array):
+        return not x.committed and not _is_key(x)
+    return isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None and not _is_key(x)
+
+
 def _abstract_leaf(x: Any) -> Any:
+    if _uncommitted(x):
+        # A zero-strided host view: shape and dtype for orbax, no memory.
+        return np.broadcast_to(np.zeros((), x.dtype), x.shape)
     if isinstance(x, jax.Array):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-    if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None:
-        # Without a sharding orbax cannot place the array: put it on the default device.
-        return jax.ShapeDtypeStruct(
-            x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return x  # ShapeDtypeStruct (typed keys without a sharding get orbax's default), numpy
+    # arrays, Python scalars
+
+
+def _place_like(path: str, template_leaf: Any, restored: Any) -> Any:
+    shape = getattr(template_leaf, "shape", None)
+    if shape is not None and tuple(np.shape(restored)) != tuple(shape):
+        raise ValueError(
+            f"restore: leaf {path!r} is saved with shape {tuple(np.shape(restored))}, but the "
+            f"template has shape {tuple(shape)}"
         )
-    return x  # ShapeDtypeStruct with sharding, numpy arrays, Python scalars
+    if _uncommitted(template_leaf):
+        return jnp.asarray(restored)
+    return restored
 
 
 def _resolve_step(manager: ocp.CheckpointManager, step: int | None, where: str) -> int:
@@ -218,9 +248,12 @@ def restore(manager: ocp.CheckpointManager, template: Any, step: int | None = No
     The result has the template's type and tree structure (a ``jc.flax.TrainState`` comes
     back as one, with the template's ``apply_fn``, ``tx`` and ``compressor``), and each array
     gets the template leaf's dtype and sharding: restoring onto a template sharded over a
-    device mesh reads each shard where it belongs. The template may be concrete (e.g. a fresh
-    ``TrainState.create``) or abstract (``jax.eval_shape`` of it, or ``jax.ShapeDtypeStruct``
-    leaves with shardings).
+    device mesh reads each shard where it belongs. Leaves the template leaves uncommitted (a
+    fresh ``jnp`` array, or a ``jax.ShapeDtypeStruct`` without a sharding) come back
+    uncommitted on the default device, so a resumed jitted step neither recompiles nor meets
+    incompatible devices. numpy leaves come back as numpy, Python scalars as Python scalars.
+    The template may be concrete (e.g. a fresh ``TrainState.create``) or abstract
+    (``jax.eval_shape`` of it, or ``jax.ShapeDtypeStruct`` leaves).
 
     Args:
       manager: from :func:`checkpoint_manager`.
@@ -249,8 +282,8 @@ def restore(manager: ocp.CheckpointManager, template: Any, step: int | None = No
     abstract = jax.tree.map(_abstract_leaf, template)
     restored = manager.restore(
         step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)})
-    )
-    return restored[_STATE]
+    )[_STATE]
+    return paths_lib.map_with_path(_place_like, template, restored)
 
 
 def restore_extra(manager: ocp.CheckpointManager, step: int | None = None) -> dict | None:
