@@ -140,7 +140,7 @@ def test_plain_param_grads_with_trainable_compressor_raise():
     state = make_state(jc.rules([(".*/kernel", learned_scale())]))
     x, y = data()
     with pytest.raises(ValueError, match="trainable variables.*state.trainables"):
-        params_train_step(state, x, y)
+        jax.jit(params_train_step)(state, x, y)  # raised while tracing
 
 
 def test_trainable_tree_is_optimized_by_the_optimizer():

@@ -204,37 +204,52 @@ def test_plain_pytree_keeps_types_dtypes_and_values(tmp_path):
 def test_restore_onto_sharded_templates(tmp_path):
     mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
 
-    def sharded_state(kernel_spec, bias_spec):
-        spec = {
-            "Dense_0": {"kernel": kernel_spec, "bias": bias_spec},
-            "Dense_1": {"kernel": kernel_spec, "bias": bias_spec},
-        }
-        shardings = jax.tree.map(
-            lambda s: NamedSharding(mesh, s), spec, is_leaf=lambda s: isinstance(s, P)
-        )
-        return make_state(seed=5, params=jax.device_put(init_params(5), shardings))
+    def spec_of(path, ndim, kernel_spec, bias_spec):
+        if path.endswith("kernel") and ndim == 2:
+            return kernel_spec
+        return bias_spec if path.endswith("bias") and ndim == 1 else P()
+
+    def abstract_sharded(kernel_spec, bias_spec):
+        """A sharded template without materialising it: eval_shape + NamedShardings."""
+
+        def one(path, x):
+            if path == "step":
+                return x  # no sharding: restored uncommitted, like a fresh counter
+            spec = spec_of(path, x.ndim, kernel_spec, bias_spec)
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, spec))
+
+        return jc._src.paths.map_with_path(one, jax.eval_shape(make_state))
 
     ref = uninterrupted_linen()  # saved from one device
     mngr = jc.io.checkpoint_manager(tmp_path / "single")
     jc.io.save(mngr, STEPS, ref)
+
+    # A concrete sharded template: a fresh state created from sharded params.
+    spec = {"kernel": P("data", "model"), "bias": P("model")}
+    shardings = {k: {n: NamedSharding(mesh, s) for n, s in spec.items()} for k in ref.params}
+    template = make_state(seed=5, params=jax.device_put(init_params(5), shardings))
+    restored = jc.io.restore(mngr, template)
+    for leaf, t in zip(jax.tree.leaves(restored), jax.tree.leaves(template)):
+        assert leaf.sharding.is_equivalent_to(t.sharding, t.ndim)
+        assert leaf.dtype == t.dtype
+    assert restored.params["Dense_0"]["kernel"].sharding.spec == P("data", "model")
+    assert restored.opt_state[0].mu.params["Dense_1"]["kernel"].sharding.spec == P("data", "model")
+    chex.assert_trees_all_equal(restored.params, ref.params)
+    chex.assert_trees_all_equal(restored.opt_state, ref.opt_state)
+    chex.assert_trees_all_equal(restored.compression, ref.compression)
+
+    # A sharded checkpoint restores onto other shardings (each host writes its own shards).
     mngr2 = jc.io.checkpoint_manager(tmp_path / "sharded")
-    for kernel_spec, bias_spec in [(P("data", "model"), P("model")), (P("model", "data"), P())]:
-        template = sharded_state(kernel_spec, bias_spec)
-        restored = jc.io.restore(mngr, template)
-        for leaf, t in zip(jax.tree.leaves(restored), jax.tree.leaves(template)):
-            if isinstance(t, jax.Array):
-                assert leaf.sharding.is_equivalent_to(t.sharding, t.ndim)
-        assert restored.params["Dense_0"]["kernel"].sharding.spec == kernel_spec
-        chex.assert_trees_all_equal(restored.params, ref.params)
-        chex.assert_trees_all_equal(restored.opt_state, ref.opt_state)
-        chex.assert_trees_all_equal(restored.compression, ref.compression)
-        # A sharded checkpoint restores onto another sharding (each host writes its shards).
-        if kernel_spec == P("data", "model"):
-            jc.io.save(mngr2, STEPS, restored)
-    other = sharded_state(P(None, "model"), P("model"))
-    again = jc.io.restore(mngr2, other)
-    assert again.params["Dense_1"]["kernel"].sharding.spec == P(None, "model")
-    chex.assert_trees_all_equal(again.params, ref.params)
+    jc.io.save(mngr2, STEPS, restored)
+    for kernel_spec, bias_spec in [(P("model", "data"), P()), (P(None, "model"), P("model"))]:
+        again = jc.io.restore(mngr2, abstract_sharded(kernel_spec, bias_spec))
+        assert type(again) is jc.flax.TrainState
+        for path, leaf in jc._src.paths.leaves_with_paths(again):
+            if path != "step":
+                assert leaf.sharding.spec == spec_of(path, leaf.ndim, kernel_spec, bias_spec)
+        chex.assert_trees_all_equal(again.params, ref.params)
+        chex.assert_trees_all_equal(again.compression, ref.compression)
+
     # Training continues on the mesh (the uncommitted step counter follows the params).
     assert not again.step.committed
     cont = linen_step(again, *batch(STEPS))
