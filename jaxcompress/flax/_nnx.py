@@ -103,6 +103,10 @@ class Compressed(nnx.Module):
         non-trainable compressor state.
       compression_params: an ``nnx.List`` of :class:`CompressionParam`, the leaves of
         ``jc.trainable(state)``.
+      compression_def, compression_params_def: the (static) tree structures of those two
+        leaf lists; ``jax.tree.unflatten(cmodel.compression_params_def,
+        jax.tree.leaves(grads["compression_params"]))`` puts gradients of the trainable
+        compression variables back in the shape of ``jc.trainable(state)``.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, jaxcompress as jc
