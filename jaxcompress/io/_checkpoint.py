@@ -312,6 +312,13 @@ def step_directory(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
 
     Raises:
       FileNotFoundError: if the step is not saved.
+
+    Example:
+      >>> import tempfile, jax.numpy as jnp, jaxcompress as jc
+      >>> mngr = jc.io.checkpoint_manager(tempfile.mkdtemp())
+      >>> _ = jc.io.save(mngr, 5, {"w": jnp.ones(2)})
+      >>> jc.io.step_directory(mngr, 5).name
+      '5'
     """
     _check_manager(manager, "step_directory")
     step = _resolve_step(manager, step, "step_directory")

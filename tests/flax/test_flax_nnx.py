@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from compile_count import count_compiles
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -185,10 +186,12 @@ def test_trainable_compression_variables_are_trained_without_retrace(trace_count
     np.testing.assert_allclose(
         jc.state_fields(cmodel.compression_state, "grad_sum")[0], kernel_grad_sum, rtol=1e-5
     )
-    # No retrace on later steps; every inner count advanced once per step.
-    for _ in range(2):
-        step(cmodel, optimizer, x, y)
+    # No retrace or recompile on later steps; every inner count advanced once per step.
+    with count_compiles() as compiles:
+        for _ in range(2):
+            step(cmodel, optimizer, x, y)
     assert counted.count == 1
+    assert compiles.n == 0
     assert [int(c) for c in jc.state_fields(cmodel.compression_state, "count")] == [3, 3, 3]
     # An adam optimizer holds moments for the scales too.
     _, adam_opt = make(comp)

@@ -148,7 +148,7 @@ def test_trainable_tree_is_optimized_by_the_optimizer():
     comp = jc.rules([(".*/kernel", learned_scale())])
     state = make_state(comp, tx=optax.sgd(lr))
     x, y = data()
-    grads = jax.grad(loss_fn)(state.trainables, state, x, y)
+    grads = jax.jit(jax.grad(loss_fn))(state.trainables, state, x, y)
     new, _ = jit_step(state, x, y)
     ls = jc.state_fields(state.compression, "trainable")[0]
     new_ls = jc.state_fields(new.compression, "trainable")[0]
