@@ -99,8 +99,10 @@ class TrainState(train_state.TrainState):
             compression = compressor.init(params)
         opt_state = tx.init(Trainables(params, trainable(compression)))
         return cls(
-            # An int32 array, not the Python int 0: a jitted step would otherwise compile
-            # twice (a weakly typed scalar on step 1, an array from step 2 on).
+            # An int32 array, not the Python int 0, so the step has one type throughout: a
+            # Python int turns into a weakly typed array after the first jitted step (a
+            # second jit dispatch-cache entry), and checkpoints of fresh and trained states
+            # would hold different types.
             step=jnp.zeros([], jnp.int32),
             apply_fn=apply_fn,
             params=params,
