@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import struct
 from flax.training import train_state
@@ -73,7 +74,7 @@ class TrainState(train_state.TrainState):
         compression: Any = None,
         **kwargs: Any,
     ) -> TrainState:
-        """Creates a state with ``step=0``, the compressor state and the optimizer state.
+        """Creates a state with ``step`` an ``int32[]`` zero, the compressor and optimizer state.
 
         Args:
           apply_fn: usually ``model.apply``.
@@ -98,7 +99,11 @@ class TrainState(train_state.TrainState):
             compression = compressor.init(params)
         opt_state = tx.init(Trainables(params, trainable(compression)))
         return cls(
-            step=0,
+            # An int32 array, not the Python int 0, so the step has one type throughout: a
+            # Python int turns into a weakly typed array after the first jitted step (a
+            # second jit dispatch-cache entry), and checkpoints of fresh and trained states
+            # would hold different types.
+            step=jnp.zeros([], jnp.int32),
             apply_fn=apply_fn,
             params=params,
             tx=tx,

@@ -13,10 +13,11 @@ from jaxcompress.workloads._data import (
     load_shakespeare,
     shakespeare_text,
 )
-from jaxcompress.workloads._models import MLP
+from jaxcompress.workloads._models import MLP, MLPNNX
 
 __all__ = [
     "MLP",
+    "MLPNNX",
     "MNIST_INSTALL",
     "SHAKESPEARE_INSTALL",
     "DataNotFoundError",
