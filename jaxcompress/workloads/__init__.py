@@ -13,10 +13,14 @@ from jaxcompress.workloads._data import (
     load_shakespeare,
     shakespeare_text,
 )
+from jaxcompress.workloads._cnn import LeNet
 from jaxcompress.workloads._models import MLP
+from jaxcompress.workloads._transformer import CharTransformer
 
 __all__ = [
     "MLP",
+    "CharTransformer",
+    "LeNet",
     "MNIST_INSTALL",
     "SHAKESPEARE_INSTALL",
     "DataNotFoundError",
