@@ -12,8 +12,15 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.data = {"name": "mnist", "kwargs": {}}
     c.model = {"name": "LeNet", "kwargs": {"features": (6, 16), "hidden": (120, 84)}}
-    c.train = {"steps": 2000, "batch_size": 128, "optimizer": "adam", "lr": 2e-3,
-               "schedule": "cosine", "seed": 0, "log_every": 50}
+    c.train = {
+        "steps": 2000,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 2e-3,
+        "schedule": "cosine",
+        "seed": 0,
+        "log_every": 50,
+    }
     c.eval = {"every": 500, "batch_size": 1000}
     # No separate baseline: the float model is the model.
     c.baseline = {"enabled": False}

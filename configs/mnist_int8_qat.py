@@ -15,8 +15,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = {"name": "mnist", "kwargs": {}}
     c.model = {"name": "LeNet", "kwargs": {"features": (6, 16), "hidden": (120, 84)}}
     # Compressed phase: fine-tune the float model for 500 steps at a lower learning rate.
-    c.train = {"steps": 500, "batch_size": 128, "optimizer": "adam", "lr": 5e-4,
-               "schedule": "cosine", "seed": 0, "log_every": 50}
+    c.train = {
+        "steps": 500,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 5e-4,
+        "schedule": "cosine",
+        "seed": 0,
+        "log_every": 50,
+    }
     c.eval = {"every": 250, "batch_size": 1000}
     c.baseline = {"enabled": True, "steps": 2000, "lr": 2e-3, "warm_start": True}
     c.compress = {

@@ -18,8 +18,15 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.data = {"name": "mnist", "kwargs": {}}
     c.model = {"name": "MLP", "kwargs": {"features": (300, 100, 10)}}
-    c.train = {"steps": 2000, "batch_size": 128, "optimizer": "adam", "lr": 1e-3,
-               "schedule": "cosine", "seed": 0, "log_every": 50}
+    c.train = {
+        "steps": 2000,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "schedule": "cosine",
+        "seed": 0,
+        "log_every": 50,
+    }
     c.eval = {"every": 500, "batch_size": 1000}
     c.baseline = {"enabled": True, "steps": 3000, "lr": 2e-3, "warm_start": True}
     c.compress = {

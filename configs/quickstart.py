@@ -6,7 +6,8 @@ Trains a float baseline, then fine-tunes it with every kernel pruned to 50% (by 
 the start) and fake-quantized to int8 (per output channel), and compares the two on the test
 split. Under a minute on 2 CPU cores. Sweep it:
 
-    jaxcompress sweep configs/quickstart.py --grid compress.bits=2,4,8 --grid compress.sparsity=0.5,0.8
+    jaxcompress sweep configs/quickstart.py --grid compress.bits=2,4,8 \
+        --grid compress.sparsity=0.5,0.8
 """
 
 import ml_collections
@@ -16,8 +17,15 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.data = {"name": "digits", "kwargs": {"seed": 0}}
     c.model = {"name": "MLP", "kwargs": {"features": (256, 128, 10)}}
-    c.train = {"steps": 600, "batch_size": 64, "optimizer": "adam", "lr": 2e-3,
-               "schedule": "cosine", "seed": 0, "log_every": 25}
+    c.train = {
+        "steps": 600,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "lr": 2e-3,
+        "schedule": "cosine",
+        "seed": 0,
+        "log_every": 25,
+    }
     c.eval = {"every": 100}
     c.baseline = {"enabled": True, "warm_start": True}
     c.compress = {

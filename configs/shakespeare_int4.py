@@ -18,9 +18,17 @@ def get_config() -> ml_collections.ConfigDict:
         "name": "CharTransformer",
         "kwargs": {"d_model": 256, "num_heads": 4, "num_layers": 4, "mlp_ratio": 4, "max_len": 128},
     }
-    c.train = {"steps": 1000, "batch_size": 64, "optimizer": "adamw",
-               "optimizer_kwargs": {"weight_decay": 0.01, "b2": 0.99}, "lr": 3e-4,
-               "schedule": "warmup_cosine", "warmup_steps": 200, "seed": 0, "log_every": 50}
+    c.train = {
+        "steps": 1000,
+        "batch_size": 64,
+        "optimizer": "adamw",
+        "optimizer_kwargs": {"weight_decay": 0.01, "b2": 0.99},
+        "lr": 3e-4,
+        "schedule": "warmup_cosine",
+        "warmup_steps": 200,
+        "seed": 0,
+        "log_every": 50,
+    }
     c.eval = {"every": 250, "batch_size": 128, "max_examples": 2048}
     c.baseline = {"enabled": True, "steps": 3000, "lr": 1e-3, "warm_start": True}
     c.compress = {

@@ -123,8 +123,13 @@ def save(directory: str | os.PathLike, params: Any, meta: Mapping[str, Any]) -> 
             arrays[key] = _storable(np.asarray(a))
             names[part] = key
         leaves.append(
-            {"path": path, "codec": codec, "shape": list(x.shape), "dtype": str(x.dtype),
-             "arrays": names}
+            {
+                "path": path,
+                "codec": codec,
+                "shape": list(x.shape),
+                "dtype": str(x.dtype),
+                "arrays": names,
+            }
         )
     full = {"format": FORMAT, "version": VERSION, **meta, "leaves": leaves}
     tmp = directory / (ARRAYS_FILE + ".tmp.npz")
@@ -144,8 +149,9 @@ def find(path: str | os.PathLike) -> pathlib.Path:
     for cand in (p, p / "artifact"):
         if (cand / META_FILE).is_file():
             return cand
-    raise FileNotFoundError(f"no jaxcompress artifact at {path} (expected {META_FILE} there or in "
-                            f"{p / 'artifact'})")
+    raise FileNotFoundError(
+        f"no jaxcompress artifact at {path} (expected {META_FILE} there or in {p / 'artifact'})"
+    )
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -163,8 +169,10 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{d / META_FILE} is not a jaxcompress artifact")
     if meta.get("version") != VERSION:
-        raise ValueError(f"{d}: artifact version {meta.get('version')!r} is not supported "
-                         f"(this jaxcompress reads version {VERSION})")
+        raise ValueError(
+            f"{d}: artifact version {meta.get('version')!r} is not supported "
+            f"(this jaxcompress reads version {VERSION})"
+        )
     return meta
 
 
@@ -182,8 +190,10 @@ def load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
         for leaf in meta["leaves"]:
             codec = CODECS.get(leaf["codec"])
             if codec is None:
-                raise ValueError(f"{d}: leaf {leaf['path']!r} uses codec {leaf['codec']!r}, which "
-                                 f"this jaxcompress cannot read (known: {', '.join(CODECS)})")
+                raise ValueError(
+                    f"{d}: leaf {leaf['path']!r} uses codec {leaf['codec']!r}, which "
+                    f"this jaxcompress cannot read (known: {', '.join(CODECS)})"
+                )
             dtype = jnp.dtype(leaf["dtype"])
             parts = {}
             for part, key in leaf["arrays"].items():

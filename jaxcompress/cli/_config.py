@@ -444,8 +444,9 @@ def validate(cfg: ConfigDict) -> None:
             f"{cfg.train.schedule!r}"
         )
     if not isinstance(cfg.train.optimizer, str) or not cfg.train.optimizer:
-        raise UsageError(f"config train.optimizer must name an optax optimizer, got "
-                         f"{cfg.train.optimizer!r}")
+        raise UsageError(
+            f"config train.optimizer must name an optax optimizer, got {cfg.train.optimizer!r}"
+        )
     _int(cfg, "eval.batch_size", 1)
     _int(cfg, "eval.every", 0)
     _int(cfg, "eval.max_examples", 1, none=True)
@@ -459,8 +460,10 @@ def validate(cfg: ConfigDict) -> None:
     _int(cfg, "output.checkpoint_every", 0)
     _int(cfg, "output.max_to_keep", 1)
     if not isinstance(cfg.compress.rules, (list, tuple)):
-        raise UsageError(f"config compress.rules must be a list of (regex, spec) pairs, got "
-                         f"{cfg.compress.rules!r}")
+        raise UsageError(
+            f"config compress.rules must be a list of (regex, spec) pairs, got "
+            f"{cfg.compress.rules!r}"
+        )
 
 
 def hparams(cfg: ConfigDict) -> dict[str, Any]:

@@ -39,11 +39,16 @@ def inspect(path: str, *, echo: Callable[[str], None] = print) -> dict[str, Any]
     for leaf in meta["leaves"]:
         codecs[leaf["codec"]] = codecs.get(leaf["codec"], 0) + 1
     kw = ", ".join(f"{k}={v}" for k, v in meta["model"]["kwargs"].items())
-    echo(f"artifact {d}: model {meta['model']['name']}({kw}); data {meta['data']['name']}; "
-         f"task {meta['task']}; recipe {meta.get('config_file', '?')}")
+    echo(
+        f"artifact {d}: model {meta['model']['name']}({kw}); data {meta['data']['name']}; "
+        f"task {meta['task']}; recipe {meta.get('config_file', '?')}"
+    )
     echo(str(summary_from_dict(meta["summary"])))
-    echo("storage: " + ", ".join(f"{n} leaves {c}" for c, n in sorted(codecs.items()))
-         + f"; {_report.fmt_bytes(ckpt.disk_bytes(d))} on disk")
+    echo(
+        "storage: "
+        + ", ".join(f"{n} {c} leaves" for c, n in sorted(codecs.items()))
+        + f"; {_report.fmt_bytes(ckpt.disk_bytes(d))} on disk"
+    )
     m = meta.get("metrics") or {}
     parts = []
     for name in ("float", "compressed"):
@@ -75,20 +80,23 @@ def evaluate(path: str, *, split: str = "test", echo: Callable[[str], None] = pr
     ds = _run.load_data(meta["data"]["name"], meta["data"]["kwargs"])
     model, _ = _train.build_model(meta["model"]["name"], meta["model"]["kwargs"], ds.num_classes)
     ev = meta.get("eval", {})
-    evaluator = _train.Evaluator(model, meta["task"], int(ev.get("batch_size", 500)),
-                                 ev.get("max_examples"))
+    evaluator = _train.Evaluator(
+        model, meta["task"], int(ev.get("batch_size", 500)), ev.get("max_examples")
+    )
     x, y = ds.split(split)
     try:
         metrics = evaluator(params, x, y)
     except (TypeError, ValueError, flax.errors.FlaxError) as e:
-        raise UsageError(f"artifact {path} does not fit model {meta['model']['name']}: "
-                         f"{one_line(e)}") from None
+        raise UsageError(
+            f"artifact {path} does not fit model {meta['model']['name']}: {one_line(e)}"
+        ) from None
     line = f"{meta['model']['name']} on {ds.name} {split} ({metrics['examples']:,} examples): "
     line += _describe(metrics)
     rec = (meta.get("metrics") or {}).get("compressed")
     if split == "test" and rec:
         same = np.isclose(rec["accuracy"], metrics["accuracy"], rtol=0, atol=1e-9)
-        line += (f"; at export {100 * rec['accuracy']:.2f}%"
-                 + (" (identical)" if same else " (DIFFERENT)"))
+        line += f"; at export {100 * rec['accuracy']:.2f}%" + (
+            " (identical)" if same else " (DIFFERENT)"
+        )
     echo(line)
     return metrics

@@ -6,10 +6,12 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress as _RichProgress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+)
+from rich.progress import (
+    Progress as _RichProgress,
 )
 
 
@@ -17,11 +19,12 @@ class Progress:
     """One bar per phase on stderr; disabled when stderr is not a terminal.
 
     Args:
-      enabled: show the bar; ``None`` decides by whether stderr is a terminal.
+      enabled: show the bar; ``None`` decides by whether the console is a terminal.
+      console: where to draw (default: a rich Console on stderr).
     """
 
-    def __init__(self, enabled: bool | None = None):
-        self.console = Console(stderr=True)
+    def __init__(self, enabled: bool | None = None, console: Console | None = None):
+        self.console = console or Console(stderr=True)
         self.enabled = self.console.is_terminal if enabled is None else enabled
         self._bar = None
         self._task = None

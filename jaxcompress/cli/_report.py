@@ -68,8 +68,12 @@ def markdown(report: Mapping[str, Any]) -> str:
     rows = []
     if m.get("float"):
         rows.append(["float", *(fmt_metric(m["float"], k) for k in keys)])
-    rows.append(["compressed" if m.get("float") else "model",
-                 *(fmt_metric(m["compressed"], k) for k in keys)])
+    rows.append(
+        [
+            "compressed" if m.get("float") else "model",
+            *(fmt_metric(m["compressed"], k) for k in keys),
+        ]
+    )
     lines.append(markdown_table(rows, ["", *keys]))
     if m.get("accuracy_drop_pp") is not None:
         lines += ["", f"Accuracy drop: **{m['accuracy_drop_pp']:.2f} percentage points**."]
@@ -77,17 +81,23 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
         "## Size",
         "",
-        f"float32 {fmt_bytes(size['float32_bytes'])} -> compressed {fmt_bytes(size['logical_bytes'])} "
-        f"logical (**{size['ratio']:.2f}x smaller**); compressor state "
-        f"{fmt_bytes(s['state_bytes'])}. On disk: artifact {fmt_bytes(size['artifact_disk_bytes'])}, "
-        f"checkpoint {fmt_bytes(size['checkpoint_disk_bytes'])}.",
+        f"float32 {fmt_bytes(size['float32_bytes'])} -> compressed "
+        f"{fmt_bytes(size['logical_bytes'])} logical (**{size['ratio']:.2f}x smaller**); "
+        f"compressor state {fmt_bytes(s['state_bytes'])}. On disk: artifact "
+        f"{fmt_bytes(size['artifact_disk_bytes'])}, checkpoint "
+        f"{fmt_bytes(size['checkpoint_disk_bytes'])}.",
         "",
         "## Per layer",
         "",
         markdown_table(
             [
-                [f"`{r['path']}`", "x".join(map(str, r["shape"])) or "scalar", r["bits"],
-                 f"{100 * r['sparsity']:.1f}%", f"{r['logical_bytes']:,}"]
+                [
+                    f"`{r['path']}`",
+                    "x".join(map(str, r["shape"])) or "scalar",
+                    r["bits"],
+                    f"{100 * r['sparsity']:.1f}%",
+                    f"{r['logical_bytes']:,}",
+                ]
                 for r in s["leaves"]
             ],
             ["path", "shape", "bits", "sparsity", "bytes"],
@@ -101,15 +111,25 @@ def markdown(report: Mapping[str, Any]) -> str:
         t = report["timing"].get(phase)
         if t:
             sps = t.get("steps_per_second")
-            trows.append([phase, report["steps"][phase], t["steps_run"], f"{t['seconds']:.1f}",
-                          f"{sps:.1f}" if sps else "-"])
+            trows.append(
+                [
+                    phase,
+                    report["steps"][phase],
+                    t["steps_run"],
+                    f"{t['seconds']:.1f}",
+                    f"{sps:.1f}" if sps else "-",
+                ]
+            )
     lines.append(markdown_table(trows, ["phase", "steps", "run here", "seconds", "steps/s"]))
     plots = report["files"].get("plots") or []
     if plots:
         lines += ["", "## Plots", ""] + [f"![{pathlib.Path(p).stem}]({p})" for p in plots]
     env = report["environment"]
-    lines += ["", f"jax {env['jax']} on {env['backend']} ({len(env['devices'])} device(s)); "
-              f"jaxcompress {report['jaxcompress']}."]
+    lines += [
+        "",
+        f"jax {env['jax']} on {env['backend']} ({len(env['devices'])} device(s)); "
+        f"jaxcompress {report['jaxcompress']}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -119,8 +139,7 @@ def write(directory: pathlib.Path, report: Mapping[str, Any]) -> None:
     (directory / "report.md").write_text(markdown(report))
 
 
-def plot_curves(path: pathlib.Path, history: Mapping[str, Any], task: str,
-                offset: int) -> None:
+def plot_curves(path: pathlib.Path, history: Mapping[str, Any], task: str, offset: int) -> None:
     """Training loss and validation metric against step for both phases.
 
     ``offset`` shifts the compressed phase right (warm start: it continues the baseline).
@@ -138,17 +157,18 @@ def plot_curves(path: pathlib.Path, history: Mapping[str, Any], task: str,
             ys = h[val_key]
             if val_key == "val_accuracy":
                 ys = [100 * v for v in ys]
-            ax_v.plot([s + shift for s in h["val_step"]], ys, "o-", ms=3, color=color,
-                      label=phase)
+            ax_v.plot([s + shift for s in h["val_step"]], ys, "o-", ms=3, color=color, label=phase)
     if ax_l.lines and all(y > 0 for line in ax_l.lines for y in line.get_ydata()):
         ax_l.set_yscale("log")
     if offset and history.get("baseline") and history.get("compressed"):
         for ax in (ax_l, ax_v):
             ax.axvline(offset, color="gray", ls="--", lw=0.8)
     ax_l.set(xlabel="step", ylabel="training loss", title="training loss")
-    ax_v.set(xlabel="step",
-             ylabel="validation loss" if val_key == "val_loss" else "validation accuracy (%)",
-             title="validation")
+    ax_v.set(
+        xlabel="step",
+        ylabel="validation loss" if val_key == "val_loss" else "validation accuracy (%)",
+        title="validation",
+    )
     for ax in (ax_l, ax_v):
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -189,36 +209,64 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     for i, (si, ai) in enumerate(points):
         dominated = any(
             (sj <= si and aj >= ai) and (sj < si or aj > ai)
-            for j, (sj, aj) in enumerate(points) if j != i
+            for j, (sj, aj) in enumerate(points)
+            if j != i
         )
         if not dominated:
             front.append(i)
     return front
 
 
-def plot_pareto(path: pathlib.Path, rows: Sequence[Mapping[str, Any]], float_acc: float | None,
-                max_drop: float, best: int | None) -> None:
+def plot_pareto(
+    path: pathlib.Path,
+    rows: Sequence[Mapping[str, Any]],
+    float_acc: float | None,
+    max_drop: float,
+    best: int | None,
+) -> None:
     """Accuracy against logical size for a sweep, the Pareto front and the budget line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [r["logical_bytes"] for r in rows]
     ys = [100 * r["accuracy"] for r in rows]
     ax.scatter(xs, ys, color="tab:gray", zorder=2)
-    for r, x, y in zip(rows, xs, ys):
+    for r, x, y in zip(rows, xs, ys, strict=True):
         ax.annotate(r["label"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    front = sorted(pareto_front(list(zip(xs, ys))), key=lambda i: xs[i])
-    ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="tab:red",
-            label="Pareto front", zorder=3)
+    front = sorted(pareto_front(list(zip(xs, ys, strict=True))), key=lambda i: xs[i])
+    ax.plot(
+        [xs[i] for i in front],
+        [ys[i] for i in front],
+        "-o",
+        color="tab:red",
+        label="Pareto front",
+        zorder=3,
+    )
     if float_acc is not None:
         ax.axhline(100 * float_acc, color="tab:blue", lw=1, label="float baseline")
-        ax.axhline(100 * float_acc - max_drop, color="tab:blue", lw=1, ls="--",
-                   label=f"budget (-{max_drop:g} pp)")
+        ax.axhline(
+            100 * float_acc - max_drop,
+            color="tab:blue",
+            lw=1,
+            ls="--",
+            label=f"budget (-{max_drop:g} pp)",
+        )
     if best is not None:
-        ax.scatter([xs[best]], [ys[best]], marker="*", s=250, color="gold", edgecolor="black",
-                   zorder=4, label="smallest within budget")
+        ax.scatter(
+            [xs[best]],
+            [ys[best]],
+            marker="*",
+            s=250,
+            color="gold",
+            edgecolor="black",
+            zorder=4,
+            label="smallest within budget",
+        )
     ax.set_xscale("log")
-    ax.set(xlabel="compressed size (logical bytes)", ylabel="test accuracy (%)",
-           title="accuracy vs size")
+    ax.set(
+        xlabel="compressed size (logical bytes)",
+        ylabel="test accuracy (%)",
+        title="accuracy vs size",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -97,8 +97,9 @@ def prepare_out(out: pathlib.Path, cfg: Any, resume: bool) -> None:
     plain = config_lib.to_plain(cfg)
     if resume:
         if not cfg_file.exists():
-            raise UsageError(f"--resume: {out} holds no run to resume (no config.json); "
-                             "run without --resume")
+            raise UsageError(
+                f"--resume: {out} holds no run to resume (no config.json); run without --resume"
+            )
         try:
             saved = json.loads(cfg_file.read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -119,13 +120,20 @@ def prepare_out(out: pathlib.Path, cfg: Any, resume: bool) -> None:
 
 
 def _new_state(model: Any, params: Any, tx: Any, comp: jc.Compressor) -> Any:
-    st = jc.flax.TrainState.create(apply_fn=model.apply, params=params, tx=tx, compressor=comp)
-    return st.replace(step=jnp.zeros([], jnp.int32))
+    def create(p):
+        st = jc.flax.TrainState.create(apply_fn=model.apply, params=p, tx=tx, compressor=comp)
+        return st.replace(step=jnp.zeros([], jnp.int32))
+
+    # Jitted: compressor.init (e.g. the sort-free top-k of pruning) runs compiled, not op by op.
+    return jax.jit(create)(params)
 
 
 def _environment() -> dict[str, Any]:
-    return {"jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()]}
+    return {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+    }
 
 
 def run(
@@ -167,13 +175,16 @@ def run(
     progress = progress or Progress()
     train_step = _train.make_train_step()
     evaluator = _train.Evaluator(L.model, task, int(cfg.eval.batch_size), cfg.eval.max_examples)
-    batches = _train.BatchSource(ds.x_train, ds.y_train, int(cfg.train.batch_size),
-                                 int(cfg.train.seed))
+    batches = _train.BatchSource(
+        ds.x_train, ds.y_train, int(cfg.train.batch_size), int(cfg.train.seed)
+    )
     num_params = sum(int(x.size) for x in jax.tree.leaves(L.params))
     if verbose:
-        echo(f"data {ds.name}: {len(ds.x_train):,} train / {len(ds.x_val):,} val / "
-             f"{len(ds.x_test):,} test; model {cfg.model.name} ({num_params:,} params); "
-             f"run folder {out}")
+        echo(
+            f"data {ds.name}: {len(ds.x_train):,} train / {len(ds.x_val):,} val / "
+            f"{len(ds.x_test):,} test; model {cfg.model.name} ({num_params:,} params); "
+            f"run folder {out}"
+        )
 
     def val_fn(state):
         return evaluator(evaluator.finalized(state), ds.x_val, ds.y_val)
@@ -193,36 +204,49 @@ def run(
         tx = _train.make_optimizer(cfg.train, L.baseline_steps, cfg.baseline.lr)
         state = _new_state(L.model, L.params, tx, jc.identity())
         bdir = pathlib.Path(baseline_dir) if baseline_dir is not None else out / "baseline"
-        res = _train.run_phase("baseline", bdir, state, L.baseline_steps, train_step, batches,
-                               **common)
+        res = _train.run_phase(
+            "baseline", bdir, state, L.baseline_steps, train_step, batches, **common
+        )
         history["baseline"] = res.history
-        timing["baseline"] = {"seconds": res.seconds, "steps_run": res.steps_run,
-                              "steps_per_second": res.steps_per_second}
+        timing["baseline"] = {
+            "seconds": res.seconds,
+            "steps_run": res.steps_run,
+            "steps_per_second": res.steps_per_second,
+        }
         metrics["float"] = evaluator(res.state.params, ds.x_test, ds.y_test)
         if cfg.baseline.warm_start:
             start_params = res.state.params
         if verbose:
-            echo(f"float baseline: {L.baseline_steps} steps ({res.steps_run} run, "
-                 f"{res.seconds:.1f} s); test {_describe(metrics['float'], task)}")
+            echo(
+                f"float baseline: {L.baseline_steps} steps ({res.steps_run} run, "
+                f"{res.seconds:.1f} s); test {_describe(metrics['float'], task)}"
+            )
 
     tx = _train.make_optimizer(cfg.train, L.steps)
     state = _new_state(L.model, start_params, tx, L.compressor)
-    res = _train.run_phase("compressed", out / "compressed", state, L.steps, train_step, batches,
-                           **common)
+    res = _train.run_phase(
+        "compressed", out / "compressed", state, L.steps, train_step, batches, **common
+    )
     state = res.state
     history["compressed"] = res.history
-    timing["compressed"] = {"seconds": res.seconds, "steps_run": res.steps_run,
-                            "steps_per_second": res.steps_per_second}
+    timing["compressed"] = {
+        "seconds": res.seconds,
+        "steps_run": res.steps_run,
+        "steps_per_second": res.steps_per_second,
+    }
     final = evaluator.finalized(state)
     metrics["compressed"] = evaluator(final, ds.x_test, ds.y_test)
     metrics["accuracy_drop_pp"] = (
-        None if metrics["float"] is None
+        None
+        if metrics["float"] is None
         else 100 * (metrics["float"]["accuracy"] - metrics["compressed"]["accuracy"])
     )
     summ = jc.summary(L.compressor, state.params, state.compression)
     if verbose:
-        echo(f"compressed: {L.steps} steps ({res.steps_run} run, {res.seconds:.1f} s); test "
-             f"{_describe(metrics['compressed'], task)}")
+        echo(
+            f"compressed: {L.steps} steps ({res.steps_run} run, {res.seconds:.1f} s); test "
+            f"{_describe(metrics['compressed'], task)}"
+        )
 
     # Export: the finalized (compressed-view) params, with what `eval` needs to run them.
     meta = {
@@ -252,8 +276,13 @@ def run(
         "run_dir": str(out),
         "config": config_lib.to_plain(cfg),
         "task": task,
-        "data": {"name": ds.name, "train": len(ds.x_train), "val": len(ds.x_val),
-                 "test": len(ds.x_test), "num_classes": ds.num_classes},
+        "data": {
+            "name": ds.name,
+            "train": len(ds.x_train),
+            "val": len(ds.x_val),
+            "test": len(ds.x_test),
+            "num_classes": ds.num_classes,
+        },
         "model": {"name": cfg.model.name, "kwargs": L.model_kwargs, "num_params": num_params},
         "steps": {"baseline": L.baseline_steps, "compressed": L.steps},
         "metrics": metrics,
@@ -267,23 +296,32 @@ def run(
         },
         "timing": {**timing, "total_seconds": time.perf_counter() - t_start},
         "history": history,
-        "files": {"report_md": "report.md", "plots": plots, "artifact": "artifact",
-                  "checkpoint": "compressed/ckpt"},
+        "files": {
+            "report_md": "report.md",
+            "plots": plots,
+            "artifact": "artifact",
+            "checkpoint": "compressed/ckpt",
+        },
         "environment": _environment(),
     }
     _report.write(out, report)
     if verbose:
         echo(str(summ))
         echo(result_line(report))
-        echo(f"wrote {out}/report.md, report.json" + (", curves.png, layers.png" if plots else "")
-             + f", artifact/ ({_report.fmt_bytes(artifact_bytes)}), checkpoints")
+        echo(
+            f"wrote {out}/report.md, report.json"
+            + (", curves.png, layers.png" if plots else "")
+            + f", artifact/ ({_report.fmt_bytes(artifact_bytes)}), checkpoints"
+        )
     return report
 
 
 def _describe(m: dict[str, Any], task: str) -> str:
     if task == _train.LANGUAGE_MODEL:
-        return (f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}, "
-                f"char accuracy {100 * m['accuracy']:.2f}%")
+        return (
+            f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}, "
+            f"char accuracy {100 * m['accuracy']:.2f}%"
+        )
     return f"accuracy {100 * m['accuracy']:.2f}% (loss {m['loss']:.4f})"
 
 
@@ -293,8 +331,10 @@ def result_line(report: dict[str, Any]) -> str:
     comp = m["compressed"]
     parts = []
     if m["float"] is not None:
-        parts.append(f"test accuracy: float {100 * m['float']['accuracy']:.2f}% -> compressed "
-                     f"{100 * comp['accuracy']:.2f}% (drop {m['accuracy_drop_pp']:.2f} pp)")
+        parts.append(
+            f"test accuracy: float {100 * m['float']['accuracy']:.2f}% -> compressed "
+            f"{100 * comp['accuracy']:.2f}% (drop {m['accuracy_drop_pp']:.2f} pp)"
+        )
     else:
         parts.append(f"test accuracy: {100 * comp['accuracy']:.2f}%")
     if report["task"] == _train.LANGUAGE_MODEL:
@@ -302,6 +342,8 @@ def result_line(report: dict[str, Any]) -> str:
             parts.append(f"perplexity {m['float']['perplexity']:.2f} -> {comp['perplexity']:.2f}")
         else:
             parts.append(f"perplexity {comp['perplexity']:.2f}")
-    parts.append(f"size {_report.fmt_bytes(size['float32_bytes'])} -> "
-                 f"{_report.fmt_bytes(size['logical_bytes'])} ({size['ratio']:.2f}x smaller)")
+    parts.append(
+        f"size {_report.fmt_bytes(size['float32_bytes'])} -> "
+        f"{_report.fmt_bytes(size['logical_bytes'])} ({size['ratio']:.2f}x smaller)"
+    )
     return "; ".join(parts)

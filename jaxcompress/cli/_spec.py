@@ -93,11 +93,11 @@ def resolve(name: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            public = sorted(
-                a for a in getattr(obj, "__all__", dir(obj)) if not a.startswith("_")
-            )
+            public = sorted(a for a in getattr(obj, "__all__", dir(obj)) if not a.startswith("_"))
             has = f"; it has: {', '.join(public)}" if public else ""
-            raise SpecError(f"{name!r}: {'.'.join(walked)} has no attribute {part!r}{has}") from None
+            raise SpecError(
+                f"{name!r}: {'.'.join(walked)} has no attribute {part!r}{has}"
+            ) from None
         walked.append(part)
         if not _in_allowed_package(obj):
             raise SpecError(f"{name!r} leads outside jaxcompress/optax; not allowed in a spec")
@@ -131,7 +131,9 @@ class _Builder:
         if isinstance(node, ast.Dict):
             if any(k is None for k in node.keys):
                 raise self.fail("'**' is not allowed")
-            return {self.value(k): self.value(v) for k, v in zip(node.keys, node.values)}
+            return {
+                self.value(k): self.value(v) for k, v in zip(node.keys, node.values, strict=True)
+            }
         if isinstance(node, ast.Name):
             if node.id in self.hparams:
                 self.used.add(node.id)

@@ -12,8 +12,8 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jaxcompress.cli import _report, _run, _spec
 from jaxcompress.cli import _config as config_lib
+from jaxcompress.cli import _report, _run, _spec
 from jaxcompress.cli._errors import UsageError
 from jaxcompress.cli._progress import Progress
 
@@ -153,10 +153,15 @@ def sweep(
         pdir = root / "points" / _dirname(i, point)
         bdir = root / "baselines" / _baseline_key(pcfg)
         rep = _run.run(
-            config_file, pcfg, out=pdir,
+            config_file,
+            pcfg,
+            out=pdir,
             resume=resume and (pdir / "config.json").exists(),
             overrides=[*overrides, *(f"--config.{k}={v}" for k, v in point)],
-            baseline_dir=bdir, progress=progress, echo=echo, verbose=False,
+            baseline_dir=bdir,
+            progress=progress,
+            echo=echo,
+            verbose=False,
         )
         m = rep["metrics"]
         row = {
@@ -170,8 +175,10 @@ def sweep(
             "run_dir": str(pdir.relative_to(root)),
         }
         rows.append(row)
-        echo(f"[{i + 1}/{len(points)}] {row['label']}: accuracy {100 * row['accuracy']:.2f}%, "
-             f"{_report.fmt_bytes(row['logical_bytes'])} ({row['ratio']:.2f}x smaller)")
+        echo(
+            f"[{i + 1}/{len(points)}] {row['label']}: accuracy {100 * row['accuracy']:.2f}%, "
+            f"{_report.fmt_bytes(row['logical_bytes'])} ({row['ratio']:.2f}x smaller)"
+        )
     ref = None
     if all(r["float_accuracy"] is None for r in rows):
         ref = max(r["accuracy"] for r in rows)
@@ -199,9 +206,18 @@ def sweep(
     (root / "sweep.json").write_text(json.dumps(result, indent=1) + "\n")
     _report.plot_pareto(root / "pareto.png", rows, float_acc, max_drop, best)
     table = _report.markdown_table(
-        [[r["label"], f"{100 * r['accuracy']:.2f}%", f"{r['drop_pp']:+.2f}",
-          f"{r['logical_bytes']:,}", f"{r['ratio']:.2f}x", "yes" if r["pareto"] else "",
-          "**best**" if j == best else ""] for j, r in enumerate(rows)],
+        [
+            [
+                r["label"],
+                f"{100 * r['accuracy']:.2f}%",
+                f"{r['drop_pp']:+.2f}",
+                f"{r['logical_bytes']:,}",
+                f"{r['ratio']:.2f}x",
+                "yes" if r["pareto"] else "",
+                "**best**" if j == best else "",
+            ]
+            for j, r in enumerate(rows)
+        ],
         ["point", "accuracy", "drop (pp)", "bytes", "smaller", "Pareto", ""],
     )
     verdict = (
@@ -211,9 +227,18 @@ def sweep(
         if best is not None
         else f"No point is within {max_drop:g} pp of the {result['reference']}."
     )
-    md = [f"# jaxcompress sweep: {pathlib.Path(config_file).stem}", "",
-          f"Grid: {', '.join(f'`{k}` in {v}' for k, v in axes)}; accuracy budget "
-          f"{max_drop:g} percentage points.", "", table, "", verdict, "", "![pareto](pareto.png)"]
+    md = [
+        f"# jaxcompress sweep: {pathlib.Path(config_file).stem}",
+        "",
+        f"Grid: {', '.join(f'`{k}` in {v}' for k, v in axes)}; accuracy budget "
+        f"{max_drop:g} percentage points.",
+        "",
+        table,
+        "",
+        verdict,
+        "",
+        "![pareto](pareto.png)",
+    ]
     (root / "sweep.md").write_text("\n".join(md) + "\n")
     echo(table)
     echo(verdict.replace("**", ""))

@@ -46,7 +46,8 @@ def model_classes() -> list[str]:
     return sorted(
         n
         for n in jc.workloads.__all__
-        if isinstance(getattr(jc.workloads, n), type) and issubclass(getattr(jc.workloads, n), nn.Module)
+        if isinstance(getattr(jc.workloads, n), type)
+        and issubclass(getattr(jc.workloads, n), nn.Module)
     )
 
 
@@ -63,8 +64,10 @@ def build_model(name: str, kwargs: Mapping[str, Any], num_classes: int) -> tuple
     """
     cls = getattr(jc.workloads, name, None) if not name.startswith("_") else None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise UsageError(f"config model.name {name!r} is not a model of jc.workloads; known: "
-                         + ", ".join(model_classes()))
+        raise UsageError(
+            f"config model.name {name!r} is not a model of jc.workloads; known: "
+            + ", ".join(model_classes())
+        )
     kwargs = _tuples(dict(kwargs))
     fields = {f.name for f in dataclasses.fields(cls)}
     for f in _FROM_DATA:
@@ -73,8 +76,10 @@ def build_model(name: str, kwargs: Mapping[str, Any], num_classes: int) -> tuple
     unknown = sorted(set(kwargs) - fields - {"parent", "name"})
     if unknown:
         valid = sorted(fields - {"parent", "name"})
-        raise UsageError(f"config model.kwargs: {name} has no attribute(s) {', '.join(unknown)}; "
-                         f"it has: {', '.join(valid)}")
+        raise UsageError(
+            f"config model.kwargs: {name} has no attribute(s) {', '.join(unknown)}; "
+            f"it has: {', '.join(valid)}"
+        )
     try:
         model = cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -110,10 +115,14 @@ def init_params(model: nn.Module, example: np.ndarray, seed: int, num_classes: i
         params = _init(model, jax.random.key(seed), x)["params"]
         out = jax.eval_shape(lambda p: model.apply({"params": p}, x), params)
     except (TypeError, ValueError) as e:
-        raise UsageError(f"model {type(model).__name__} does not fit the data: {one_line(e)}") from None
+        raise UsageError(
+            f"model {type(model).__name__} does not fit the data: {one_line(e)}"
+        ) from None
     if out.shape[-1] != num_classes:
-        raise UsageError(f"model {type(model).__name__} gives {out.shape[-1]} outputs but the data "
-                         f"set has {num_classes} classes; fix config model.kwargs")
+        raise UsageError(
+            f"model {type(model).__name__} gives {out.shape[-1]} outputs but the data "
+            f"set has {num_classes} classes; fix config model.kwargs"
+        )
     return params
 
 
@@ -140,8 +149,10 @@ def make_optimizer(train: Any, steps: int, lr: float | None = None) -> optax.Gra
     name = train.optimizer
     fn = getattr(optax, name, None) if not name.startswith("_") else None
     if not callable(fn) or isinstance(fn, type):
-        raise UsageError(f"config train.optimizer {name!r} is not an optax optimizer "
-                         "(e.g. adam, adamw, sgd, lion)")
+        raise UsageError(
+            f"config train.optimizer {name!r} is not an optax optimizer "
+            "(e.g. adam, adamw, sgd, lion)"
+        )
     kwargs = _tuples(train.optimizer_kwargs.to_dict())
     try:
         tx = fn(learning_rate=make_schedule(train, steps, lr), **kwargs)
@@ -167,8 +178,10 @@ class BatchSource:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
         if not 1 <= batch_size <= len(x):
-            raise UsageError(f"config train.batch_size must be in 1..{len(x)} (the training split "
-                             f"size), got {batch_size}")
+            raise UsageError(
+                f"config train.batch_size must be in 1..{len(x)} (the training split "
+                f"size), got {batch_size}"
+            )
         self.x, self.y, self.bs, self.seed = x, y, batch_size, seed
         self.per_epoch = len(x) // batch_size
         self._epoch, self._perm = -1, None
@@ -223,9 +236,9 @@ class Evaluator:
                 w[len(xb) :] = 0
                 xb = np.concatenate([xb, np.repeat(xb[:1], pad, 0)])
                 yb = np.concatenate([yb, np.repeat(yb[:1], pad, 0)])
-            l, c = _eval_sums(self.model, params, xb, yb, w)
-            loss += float(l)
-            correct += float(c)
+            batch_loss, batch_correct = _eval_sums(self.model, params, xb, yb, w)
+            loss += float(batch_loss)
+            correct += float(batch_correct)
         per = n * (y.shape[1] if y.ndim == 2 else 1)
         out = {"loss": loss / per, "accuracy": correct / per, "examples": n}
         if self.task == LANGUAGE_MODEL:
@@ -289,8 +302,10 @@ def run_phase(
                     history[k] = history[k][:vkeep]
         start = int(start or 0)
         if start > total:
-            raise UsageError(f"{name}: the checkpoint in {directory} is at step {start}, past the "
-                             f"{total} steps of this config")
+            raise UsageError(
+                f"{name}: the checkpoint in {directory} is at step {start}, past the "
+                f"{total} steps of this config"
+            )
 
         def save(step):
             if ckpt.latest_step(manager) != step:
@@ -316,7 +331,11 @@ def run_phase(
                     history["loss"].append(float(jnp.mean(jnp.stack(losses))))
                     losses = []
                     progress.set_loss(history["loss"][-1])
-                if evaluate_val is not None and eval_every and (done % eval_every == 0 or done == total):
+                if (
+                    evaluate_val is not None
+                    and eval_every
+                    and (done % eval_every == 0 or done == total)
+                ):
                     m = evaluate_val(state)
                     history["val_step"].append(done)
                     history["val_loss"].append(m["loss"])

@@ -43,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("config", metavar="CONFIG", help="recipe file defining get_config()")
     r.add_argument("--out", metavar="DIR", help="run folder (default: config output.dir)")
-    r.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run in the run folder")
+    r.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in the run folder"
+    )
 
     s = sub.add_parser(
         "sweep",
@@ -53,23 +54,43 @@ def _parser() -> argparse.ArgumentParser:
         "whose accuracy is within --max-drop points of the float baseline.",
     )
     s.add_argument("config", metavar="CONFIG", help="recipe file defining get_config()")
-    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="a config key and its values, e.g. compress.bits=2,4,8 (repeatable)")
-    s.add_argument("--max-drop", type=float, default=0.5, metavar="PP",
-                   help="accuracy budget in percentage points (default 0.5)")
+    s.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a config key and its values, e.g. compress.bits=2,4,8 (repeatable)",
+    )
+    s.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.5,
+        metavar="PP",
+        help="accuracy budget in percentage points (default 0.5)",
+    )
     s.add_argument("--out", metavar="DIR", help="sweep folder (default: <output.dir>-sweep)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
 
-    i = sub.add_parser("inspect", help="print an exported artifact's per-layer summary",
-                       description="Print what an exported artifact holds: model, data, "
-                       "per-layer bits/sparsity/bytes, storage and the metrics at export.")
+    i = sub.add_parser(
+        "inspect",
+        help="print an exported artifact's per-layer summary",
+        description="Print what an exported artifact holds: model, data, "
+        "per-layer bits/sparsity/bytes, storage and the metrics at export.",
+    )
     i.add_argument("artifact", metavar="ARTIFACT", help="artifact folder or run folder")
 
-    e = sub.add_parser("eval", help="run an exported artifact on its data set's test split",
-                       description="Load an exported artifact as stored and evaluate it.")
+    e = sub.add_parser(
+        "eval",
+        help="run an exported artifact on its data set's test split",
+        description="Load an exported artifact as stored and evaluate it.",
+    )
     e.add_argument("artifact", metavar="ARTIFACT", help="artifact folder or run folder")
-    e.add_argument("--split", choices=("train", "val", "test"), default="test",
-                   help="which split to evaluate (default test)")
+    e.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="test",
+        help="which split to evaluate (default test)",
+    )
     return p
 
 
@@ -95,8 +116,15 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
         cfg = _load_config(args.config, extra)
         from jaxcompress.cli import _sweep
 
-        _sweep.sweep(args.config, cfg, args.grid, out=args.out, max_drop=args.max_drop,
-                     resume=args.resume, overrides=extra)
+        _sweep.sweep(
+            args.config,
+            cfg,
+            args.grid,
+            out=args.out,
+            max_drop=args.max_drop,
+            resume=args.resume,
+            overrides=extra,
+        )
     elif args.command == "inspect":
         from jaxcompress.cli import _inspect
 
@@ -132,8 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = [PROG, *argv]
         if "--resume" not in cmd:
             cmd.append("--resume")
-        print(f"{PROG}: {e.phase} training interrupted at step {e.step}/{e.total}; checkpoint "
-              f"saved in {e.directory}; continue with: {shlex.join(cmd)}", file=sys.stderr)
+        print(
+            f"{PROG}: {e.phase} training interrupted at step {e.step}/{e.total}; checkpoint "
+            f"saved in {e.directory}; continue with: {shlex.join(cmd)}",
+            file=sys.stderr,
+        )
         return 130
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

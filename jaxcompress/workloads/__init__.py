@@ -1,5 +1,6 @@
 """Workloads: data sets (digits embedded; MNIST, Shakespeare when installed) and models."""
 
+from jaxcompress.workloads._cnn import LeNet
 from jaxcompress.workloads._data import (
     MNIST_INSTALL,
     SHAKESPEARE_INSTALL,
@@ -13,7 +14,6 @@ from jaxcompress.workloads._data import (
     load_shakespeare,
     shakespeare_text,
 )
-from jaxcompress.workloads._cnn import LeNet
 from jaxcompress.workloads._models import MLP
 from jaxcompress.workloads._transformer import CharTransformer
 

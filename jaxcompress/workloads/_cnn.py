@@ -52,7 +52,9 @@ class LeNet(nn.Module):
                 )
             x = x.reshape((x.shape[0], side, side, 1))
         elif x.ndim != 4:
-            raise ValueError(f"LeNet: expected [batch, features] or [batch, h, w, c], got {x.shape}")
+            raise ValueError(
+                f"LeNet: expected [batch, features] or [batch, h, w, c], got {x.shape}"
+            )
         k = (self.kernel_size, self.kernel_size)
         for i, f in enumerate(self.features):
             x = nn.Conv(f, k, padding="SAME", name=f"Conv_{i}")(x)

@@ -20,7 +20,9 @@ class CausalSelfAttention(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, d = x.shape
         if d % self.num_heads:
-            raise ValueError(f"CharTransformer: d_model={d} is not divisible by num_heads={self.num_heads}")
+            raise ValueError(
+                f"CharTransformer: d_model={d} is not divisible by num_heads={self.num_heads}"
+            )
         hd = d // self.num_heads
         qkv = nn.Dense(3 * d, name="qkv")(x).reshape((b, t, 3, self.num_heads, hd))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
@@ -94,7 +96,9 @@ class CharTransformer(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         if tokens.ndim != 2:
-            raise ValueError(f"CharTransformer: expected int tokens [batch, seq], got {tokens.shape}")
+            raise ValueError(
+                f"CharTransformer: expected int tokens [batch, seq], got {tokens.shape}"
+            )
         t = tokens.shape[1]
         if t > self.max_len:
             raise ValueError(f"CharTransformer: sequence length {t} exceeds max_len={self.max_len}")

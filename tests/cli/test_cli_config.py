@@ -17,9 +17,22 @@ SHIPPED = sorted(p.name for p in CONFIGS.glob("*.py"))
 
 def test_defaults_have_every_section():
     keys = _config.leaf_keys(_config.defaults())
-    for k in ("data.name", "model.name", "train.steps", "train.epochs", "train.batch_size",
-              "train.optimizer", "train.lr", "train.schedule", "train.seed", "eval.every",
-              "baseline.enabled", "baseline.warm_start", "compress.rules", "output.dir"):
+    for k in (
+        "data.name",
+        "model.name",
+        "train.steps",
+        "train.epochs",
+        "train.batch_size",
+        "train.optimizer",
+        "train.lr",
+        "train.schedule",
+        "train.seed",
+        "eval.every",
+        "baseline.enabled",
+        "baseline.warm_start",
+        "compress.rules",
+        "output.dir",
+    ):
         assert k in keys
 
 
@@ -50,9 +63,13 @@ def test_coerce(current, text, expected):
 
 @pytest.mark.parametrize(
     "current, text, match",
-    [(100, "abc", "expected an integer"), (100, "2.5", "expected an integer"),
-     (1.0, "fast", "expected a number"), (True, "maybe", "expected true or false"),
-     ({}, "1", "expected a dict")],
+    [
+        (100, "abc", "expected an integer"),
+        (100, "2.5", "expected an integer"),
+        (1.0, "fast", "expected a number"),
+        (True, "maybe", "expected true or false"),
+        ({}, "1", "expected a dict"),
+    ],
 )
 def test_coerce_errors(current, text, match):
     with pytest.raises(UsageError, match=match):
@@ -73,10 +90,14 @@ def test_split_values():
 
 def test_parse_override_args():
     got = _config.parse_override_args(
-        ["--config.train.steps=200", "--config.train.lr", "0.1", "--config.model.kwargs.features=64,10"]
+        [
+            "--config.train.steps=200",
+            "--config.train.lr",
+            "0.1",
+            "--config.model.kwargs.features=64,10",
+        ]
     )
-    assert got == [("train.steps", "200"), ("train.lr", "0.1"),
-                   ("model.kwargs.features", "64,10")]
+    assert got == [("train.steps", "200"), ("train.lr", "0.1"), ("model.kwargs.features", "64,10")]
     with pytest.raises(UsageError, match="unrecognized argument '--steps=3'"):
         _config.parse_override_args(["--steps=3"])
     with pytest.raises(UsageError, match="missing value"):
@@ -123,12 +144,16 @@ def _write(tmp_path, text, name="recipe.py"):
         ("x = 1\n", "defines no get_config"),
         ("def get_config():\n    return 1 / 0\n", "get_config failed: ZeroDivisionError"),
         ("def get_config():\n    return [1]\n", "returned list, not an ml_collections"),
-        ("import ml_collections\ndef get_config():\n"
-         "    return ml_collections.ConfigDict({'trian': {'steps': 1}})\n",
-         "unknown key 'trian'"),
-        ("import ml_collections\ndef get_config():\n"
-         "    return ml_collections.ConfigDict({'train': {'stesp': 1}})\n",
-         "unknown key 'train.stesp' \\(did you mean 'train.steps'\\?\\)"),
+        (
+            "import ml_collections\ndef get_config():\n"
+            "    return ml_collections.ConfigDict({'trian': {'steps': 1}})\n",
+            "unknown key 'trian'",
+        ),
+        (
+            "import ml_collections\ndef get_config():\n"
+            "    return ml_collections.ConfigDict({'train': {'stesp': 1}})\n",
+            "unknown key 'train.stesp' \\(did you mean 'train.steps'\\?\\)",
+        ),
         ("def get_config():\n    return {'train': 3}\n", "'train' must be a section"),
     ],
 )
