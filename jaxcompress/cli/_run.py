@@ -57,15 +57,17 @@ def build(cfg: Any) -> Loaded:
     Raises:
       UsageError: for anything the config gets wrong (data, model, rules, specs).
     """
+    # The specs first: a typo there is reported before any data is loaded.
+    comp, used = _spec.build_compressor(cfg.compress.rules, config_lib.hparams(cfg))
     ds = load_data(cfg.data.name, cfg.data.kwargs.to_dict())
     task = _train.task_of(ds)
     model, kwargs = _train.build_model(cfg.model.name, cfg.model.kwargs.to_dict(), ds.num_classes)
-    params = _train.init_params(model, ds.x_train, int(cfg.train.seed), ds.num_classes)
-    comp, used = _spec.build_compressor(cfg.compress.rules, config_lib.hparams(cfg))
+    shapes = _train.param_shapes(model, ds.x_train, ds.num_classes)
     try:
-        jax.eval_shape(comp.init, params)
+        jax.eval_shape(comp.init, shapes)  # rule and spec errors before anything compiles
     except (TypeError, ValueError) as e:
         raise UsageError(f"config compress.rules: {one_line(e)}") from None
+    params = _train.init_params(model, ds.x_train, int(cfg.train.seed), ds.num_classes)
     steps = _train.num_steps(cfg.train, len(ds.x_train))
     bsteps = None
     if cfg.baseline.enabled:

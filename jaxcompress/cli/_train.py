@@ -104,16 +104,16 @@ def _eval_sums(model: nn.Module, params: Any, x: jax.Array, y: jax.Array, w: jax
     return jnp.sum(loss * w), jnp.sum(correct * w)
 
 
-def init_params(model: nn.Module, example: np.ndarray, seed: int, num_classes: int) -> Any:
-    """``model.init`` on one example; checks that the output has ``num_classes`` logits.
+def param_shapes(model: nn.Module, example: np.ndarray, num_classes: int) -> Any:
+    """The params' shapes (nothing compiled); checks the output has ``num_classes`` logits.
 
     Raises:
       UsageError: if the model rejects the data or its output width does not match.
     """
     x = jnp.asarray(example[:1])
     try:
-        params = _init(model, jax.random.key(seed), x)["params"]
-        out = jax.eval_shape(lambda p: model.apply({"params": p}, x), params)
+        shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+        out = jax.eval_shape(lambda p: model.apply({"params": p}, x), shapes)
     except (TypeError, ValueError) as e:
         raise UsageError(
             f"model {type(model).__name__} does not fit the data: {one_line(e)}"
@@ -123,7 +123,17 @@ def init_params(model: nn.Module, example: np.ndarray, seed: int, num_classes: i
             f"model {type(model).__name__} gives {out.shape[-1]} outputs but the data "
             f"set has {num_classes} classes; fix config model.kwargs"
         )
-    return params
+    return shapes
+
+
+def init_params(model: nn.Module, example: np.ndarray, seed: int, num_classes: int) -> Any:
+    """``model.init`` on one example, after the checks of :func:`param_shapes`.
+
+    Raises:
+      UsageError: if the model rejects the data or its output width does not match.
+    """
+    param_shapes(model, example, num_classes)
+    return _init(model, jax.random.key(seed), jnp.asarray(example[:1]))["params"]
 
 
 def make_schedule(train: Any, steps: int, lr: float | None = None) -> optax.Schedule:

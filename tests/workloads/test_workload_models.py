@@ -37,7 +37,7 @@ def test_lenet_shapes_and_names(x_shape, flat_features):
 
 def test_lenet_rejects_non_square_flat_input():
     with pytest.raises(ValueError, match="square"):
-        jc.workloads.LeNet().init(jax.random.key(0), jnp.ones((1, 63)))
+        jax.eval_shape(jc.workloads.LeNet().init, jax.random.key(0), jnp.ones((1, 63)))
 
 
 def _tiny_transformer(**kw):
@@ -50,7 +50,10 @@ def _tiny_transformer(**kw):
 def tiny_lm():
     model = _tiny_transformer()
     tokens = jnp.zeros((1, 8), jnp.int32)
-    params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]
+    # random params from the shapes alone: compiling a transformer init costs seconds
+    shapes = jax.eval_shape(model.init, jax.random.key(0), tokens)["params"]
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.3, s.shape), s.dtype), shapes)
     return model, params, jax.jit(model.apply)
 
 
@@ -86,7 +89,10 @@ def test_transformer_is_causal(tiny_lm):
 
 def test_transformer_bad_input():
     model = _tiny_transformer()
+    key = jax.random.key(0)
     with pytest.raises(ValueError, match="max_len"):
-        model.init(jax.random.key(0), jnp.zeros((1, 9), jnp.int32))
+        jax.eval_shape(model.init, key, jnp.zeros((1, 9), jnp.int32))
     with pytest.raises(ValueError, match="divisible"):
-        _tiny_transformer(num_heads=3).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+        jax.eval_shape(_tiny_transformer(num_heads=3).init, key, jnp.zeros((1, 4), jnp.int32))
+    with pytest.raises(ValueError, match="expected int tokens"):
+        jax.eval_shape(model.init, key, jnp.zeros((1, 4, 2), jnp.int32))
