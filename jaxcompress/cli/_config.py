@@ -3,8 +3,8 @@
 A recipe is a Python file with ``get_config()`` returning an ``ml_collections.ConfigDict``. It is
 merged onto :func:`defaults`, so a recipe states only what it changes, and a key the defaults do
 not know is an error (a typo never passes silently), except inside the free-form sections
-``data.kwargs``, ``model.kwargs``, ``train.optimizer_kwargs`` and ``compress`` (whose keys other
-than ``rules`` are the recipe's named hyper-parameters).
+``data.kwargs``, ``model.kwargs``, ``train.optimizer_kwargs``, ``distill.kwargs`` and
+``compress`` (whose keys other than ``rules`` are the recipe's named hyper-parameters).
 
 Overrides use the ml_collections form ``--config.train.steps=200``: the text is parsed to the
 type of the value it replaces (int, float, bool, str, tuple ...); ``None`` clears a value.
@@ -30,7 +30,7 @@ from jaxcompress.cli._errors import UsageError, one_line
 ConfigDict = ml_collections.ConfigDict
 
 # Sections in which a recipe may add keys of its own.
-FREE_FORM = ("data.kwargs", "model.kwargs", "train.optimizer_kwargs", "compress")
+FREE_FORM = ("data.kwargs", "model.kwargs", "train.optimizer_kwargs", "distill.kwargs", "compress")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
 
 
@@ -76,6 +76,11 @@ def defaults() -> ConfigDict:
     c.baseline.steps = None  # its steps (None: the same as the compressed phase)
     c.baseline.lr = None  # its peak learning rate (None: train.lr)
     c.baseline.warm_start = True  # start compressed training from the float weights
+
+    c.distill = ConfigDict()
+    c.distill.loss = ""  # a loss (student_logits, teacher_logits) by name, e.g. distill.kd_loss
+    c.distill.kwargs = ConfigDict()  # its keyword arguments (temperature ...)
+    c.distill.alpha = 0.5  # loss = (1 - alpha) * cross-entropy + alpha * distillation loss
 
     c.compress = ConfigDict()
     c.compress.rules = []  # ordered [(regex, method spec), ...] built with jc.rules
@@ -457,6 +462,15 @@ def validate(cfg: ConfigDict) -> None:
     for key in ("baseline.enabled", "baseline.warm_start", "output.plots"):
         if not isinstance(get(cfg, key), bool):
             raise UsageError(f"config {key} must be true or false, got {get(cfg, key)!r}")
+    if not isinstance(cfg.distill.loss, str):
+        raise UsageError(f"config distill.loss must name a loss or be '', got {cfg.distill.loss!r}")
+    alpha = cfg.distill.alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise UsageError(f"config distill.alpha must be a number in [0, 1], got {alpha!r}")
+    if cfg.distill.loss and not cfg.baseline.enabled:
+        raise UsageError(
+            "config distill.loss needs baseline.enabled=True: the float baseline is the teacher"
+        )
     _int(cfg, "output.checkpoint_every", 0)
     _int(cfg, "output.max_to_keep", 1)
     if not isinstance(cfg.compress.rules, (list, tuple)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -39,6 +40,7 @@ class Loaded:
     hparams_used: set  # hyper-parameter names the rule specs refer to
     steps: int  # compressed-phase steps
     baseline_steps: int | None  # baseline steps (None: no baseline)
+    distill_fn: Callable | None  # (student_logits, teacher_logits) -> loss, or None
 
 
 def load_data(name: str, kwargs: dict[str, Any]) -> Any:
@@ -67,12 +69,25 @@ def build(cfg: Any) -> Loaded:
         jax.eval_shape(comp.init, shapes)  # rule and spec errors before anything compiles
     except (TypeError, ValueError) as e:
         raise UsageError(f"config compress.rules: {one_line(e)}") from None
+    distill_fn = None
+    if cfg.distill.loss:
+        try:
+            fn = _spec.resolve(cfg.distill.loss)
+        except UsageError as e:
+            raise UsageError(f"config distill.loss: {e}") from None
+        distill_fn = functools.partial(fn, **_train._tuples(cfg.distill.kwargs.to_dict()))
+        x2 = jnp.asarray(ds.x_train[:2])
+        logits = jax.eval_shape(lambda p: model.apply({"params": p}, x2), shapes)
+        try:
+            jax.eval_shape(distill_fn, logits, logits)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"config distill.loss {cfg.distill.loss}: {one_line(e)}") from None
     params = _train.init_params(model, ds.x_train, int(cfg.train.seed), ds.num_classes)
     steps = _train.num_steps(cfg.train, len(ds.x_train))
     bsteps = None
     if cfg.baseline.enabled:
         bsteps = int(cfg.baseline.steps) if cfg.baseline.steps is not None else steps
-    return Loaded(ds, task, model, kwargs, params, comp, used, steps, bsteps)
+    return Loaded(ds, task, model, kwargs, params, comp, used, steps, bsteps, distill_fn)
 
 
 def _writable_dir(out: pathlib.Path) -> None:
@@ -175,7 +190,7 @@ def run(
     L = build(cfg)
     ds, task = L.ds, L.task
     progress = progress or Progress()
-    train_step = _train.make_train_step()
+    train_step = _train.make_train_step(L.distill_fn, float(cfg.distill.alpha))
     evaluator = _train.Evaluator(L.model, task, int(cfg.eval.batch_size), cfg.eval.max_examples)
     batches = _train.BatchSource(
         ds.x_train, ds.y_train, int(cfg.train.batch_size), int(cfg.train.seed)
@@ -201,7 +216,7 @@ def run(
         evaluate_val=val_fn,
     )
     history, timing, metrics = {}, {}, {"float": None}
-    start_params = L.params
+    start_params, teacher = L.params, None
     if L.baseline_steps is not None:
         tx = _train.make_optimizer(cfg.train, L.baseline_steps, cfg.baseline.lr)
         state = _new_state(L.model, L.params, tx, jc.identity())
@@ -218,6 +233,8 @@ def run(
         metrics["float"] = evaluator(res.state.params, ds.x_test, ds.y_test)
         if cfg.baseline.warm_start:
             start_params = res.state.params
+        if L.distill_fn is not None:
+            teacher = res.state.params
         if verbose:
             echo(
                 f"float baseline: {L.baseline_steps} steps ({res.steps_run} run, "
@@ -227,7 +244,14 @@ def run(
     tx = _train.make_optimizer(cfg.train, L.steps)
     state = _new_state(L.model, start_params, tx, L.compressor)
     res = _train.run_phase(
-        "compressed", out / "compressed", state, L.steps, train_step, batches, **common
+        "compressed",
+        out / "compressed",
+        state,
+        L.steps,
+        train_step,
+        batches,
+        teacher=teacher,
+        **common,
     )
     state = res.state
     history["compressed"] = res.history
@@ -287,6 +311,16 @@ def run(
         },
         "model": {"name": cfg.model.name, "kwargs": L.model_kwargs, "num_params": num_params},
         "steps": {"baseline": L.baseline_steps, "compressed": L.steps},
+        "distill": (
+            {
+                "loss": cfg.distill.loss,
+                "kwargs": config_lib.to_plain(cfg.distill.kwargs),
+                "alpha": float(cfg.distill.alpha),
+                "teacher": "float baseline",
+            }
+            if L.distill_fn is not None
+            else None
+        ),
         "metrics": metrics,
         "summary": summ.to_dict(),
         "size": {

@@ -205,13 +205,30 @@ class BatchSource:
         return self.x[idx], self.y[idx]
 
 
-def make_train_step() -> Callable:
-    """A jitted ``(state, x, y) -> (state, loss)`` for a ``jc.flax.TrainState``."""
+def make_train_step(
+    distill_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None, alpha: float = 0.5
+) -> Callable:
+    """A jitted ``(state, x, y, teacher=None) -> (state, loss)`` for a ``jc.flax.TrainState``.
 
-    def train_step(state, x, y):
+    The loss is the cross-entropy with the labels. With ``distill_fn`` and teacher params, it
+    is ``(1 - alpha) * cross_entropy + alpha * mean(distill_fn(student_logits,
+    teacher_logits))``, the teacher (the same model with the teacher's params) run inside the
+    step under ``stop_gradient``.
+
+    Args:
+      distill_fn: ``(student_logits, teacher_logits) -> loss`` (any shape; averaged).
+      alpha: weight of the distillation term, in ``[0, 1]``.
+    """
+
+    def train_step(state, x, y, teacher=None):
         def loss_fn(v):
             logits = state.apply_fn({"params": state.compress(v)}, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            if distill_fn is not None and teacher is not None:
+                t_logits = jax.lax.stop_gradient(state.apply_fn({"params": teacher}, x))
+                kd = jnp.mean(distill_fn(logits, t_logits))
+                loss = (1.0 - alpha) * loss + alpha * kd
+            return loss
 
         loss, grads = jax.value_and_grad(loss_fn)(state.trainables)
         return state.apply_gradients(grads=grads), loss
@@ -286,12 +303,14 @@ def run_phase(
     max_to_keep: int,
     progress: Progress,
     run_dir: str,
+    teacher: Any = None,
 ) -> PhaseResult:
     """Trains ``state`` to ``total`` steps, resuming from ``directory/ckpt`` if it has a checkpoint.
 
     Checkpoints every ``checkpoint_every`` steps, at the end, and on Ctrl-C (then raises
     :class:`Interrupted`). The history (training loss every ``log_every`` steps, validation
     metrics every ``eval_every``) is saved with each checkpoint in ``directory/history.json``.
+    ``teacher`` params, if given, go to every ``train_step`` (distillation).
     """
     directory.mkdir(parents=True, exist_ok=True)
     hist_file = directory / "history.json"
@@ -330,7 +349,7 @@ def run_phase(
         try:
             for step in range(start, total):
                 x, y = batches(step)
-                state, loss = train_step(state, x, y)
+                state, loss = train_step(state, x, y, teacher)
                 losses.append(loss)
                 done = step + 1
                 if done == start + 1:

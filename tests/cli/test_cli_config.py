@@ -242,3 +242,16 @@ def test_quickstart_is_what_the_readme_promises():
     cfg = _config.load(str(CONFIGS / "quickstart.py"))
     assert cfg.data.name == "digits" and cfg.model.name == "MLP" and cfg.baseline.enabled
     assert (cfg.compress.bits, cfg.compress.sparsity) == (8, 0.5)
+
+
+def test_distill_settings():
+    cfg = _config.load(str(CONFIGS / "quickstart.py"))
+    _config.override(cfg, "distill.loss", "distill.kd_loss")
+    _config.validate(cfg)
+    _config.override(cfg, "distill.alpha", "1.5")
+    with pytest.raises(UsageError, match="distill.alpha must be a number in \\[0, 1\\]"):
+        _config.validate(cfg)
+    _config.override(cfg, "distill.alpha", "0.5")
+    _config.override(cfg, "baseline.enabled", "false")
+    with pytest.raises(UsageError, match="needs baseline.enabled=True"):
+        _config.validate(cfg)

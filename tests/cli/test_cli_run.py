@@ -165,12 +165,14 @@ def test_resume_after_ctrl_c_reaches_the_same_params(ref_run, tmp_path, monkeypa
 
 def test_sweep(tmp_path):
     d = tmp_path / "sweep"
+    # the points also distill from the float baseline (logit matching, an optax loss)
     rc, out, err = _main(
         [
             "sweep",
             QUICKSTART,
             *TINY,
             "--config.output.plots=false",
+            "--config.distill.loss=optax.losses.squared_error",
             "--grid",
             "compress.bits=4,8",
             "--max-drop",
@@ -193,6 +195,35 @@ def test_sweep(tmp_path):
     assert [r["timing"]["baseline"]["steps_run"] for r in reps] == [STEPS, 0]
     assert reps[0]["metrics"]["float"] == reps[1]["metrics"]["float"]
     assert reps[0]["summary"]["leaves"][1]["bits"] == 4
+    # --resume of a finished sweep re-reads every point: nothing is trained again
+    rc, out2, err = _main(
+        [
+            "sweep",
+            QUICKSTART,
+            *TINY,
+            "--config.output.plots=false",
+            "--config.distill.loss=optax.losses.squared_error",
+            "--grid",
+            "compress.bits=4,8",
+            "--max-drop",
+            "100",
+            "--out",
+            str(d),
+            "--resume",
+        ]
+    )
+    assert rc == 0, err
+    again = json.loads((d / "sweep.json").read_text())
+    assert again["rows"] == res["rows"] and again["best"] == res["best"]
+    reps2 = [json.loads((d / r["run_dir"] / "report.json").read_text()) for r in res["rows"]]
+    assert [r["timing"]["compressed"]["steps_run"] for r in reps2] == [0, 0]
+    assert [r["timing"]["baseline"]["steps_run"] for r in reps2] == [0, 0]
+    assert reps[0]["distill"] == {
+        "loss": "optax.losses.squared_error",
+        "kwargs": {},
+        "alpha": 0.5,
+        "teacher": "float baseline",
+    }
 
 
 def test_best_within_budget():
@@ -250,6 +281,14 @@ def _missing(name):
         (
             ["run", QUICKSTART, "--config.model.name=ResNet", "--out", "{tmp}/o"],
             "model.name 'ResNet' is not a model of jc.workloads",
+        ),
+        (
+            ["run", QUICKSTART, "--config.distill.loss=distill.nope", "--out", "{tmp}/o"],
+            "config distill.loss: 'distill.nope': jaxcompress.distill has no attribute 'nope'",
+        ),
+        (
+            ["run", QUICKSTART, "--config.distill.loss=quant.qat", "--out", "{tmp}/o"],
+            "config distill.loss quant.qat: ",
         ),
         (["run", QUICKSTART, "--resume", "--out", "{tmp}/o"], "holds no run to resume"),
         (["run", QUICKSTART, "--bogus"], "unrecognized argument '--bogus'"),

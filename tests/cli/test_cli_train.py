@@ -174,3 +174,37 @@ def test_checkpoint_roundtrip_keeps_state_structure(tmp_path, tiny_classifier):
     finally:
         mgr.close()
     assert ckpt.disk_bytes(tmp_path / "ck") > 0
+
+
+@pytest.fixture(scope="module")
+def distill_setup(tiny_classifier):
+    model, params = tiny_classifier
+    tx = optax.adam(0.1)
+    state = jax.jit(
+        lambda p: jc.flax.TrainState.create(
+            apply_fn=model.apply, params=p, tx=tx, compressor=jc.identity()
+        )
+    )(params)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 6).astype(np.int32)
+    return state, params, x, y
+
+
+def test_distillation_term_weights(distill_setup):
+    state, params, x, y = distill_setup
+    plain = _train.make_train_step()
+    # alpha=1 and the teacher equal to the student: the logit-matching loss and its gradient
+    # are exactly zero, so Adam leaves the params as they are
+    only_kd = _train.make_train_step(optax.losses.squared_error, alpha=1.0)
+    new, loss = only_kd(state, x, y, params)
+    assert float(loss) == 0.0
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # alpha=0 is the plain cross-entropy step; no teacher means no distillation
+    none_kd = _train.make_train_step(optax.losses.squared_error, alpha=0.0)
+    want, want_loss = plain(state, x, y)
+    for got, got_loss in (none_kd(state, x, y, params), only_kd(state, x, y)):
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+        for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
