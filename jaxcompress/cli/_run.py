@@ -251,6 +251,7 @@ def run(
         train_step,
         batches,
         teacher=teacher,
+        eval_at_start=True,
         **common,
     )
     state = res.state

@@ -304,6 +304,7 @@ def run_phase(
     progress: Progress,
     run_dir: str,
     teacher: Any = None,
+    eval_at_start: bool = False,
 ) -> PhaseResult:
     """Trains ``state`` to ``total`` steps, resuming from ``directory/ckpt`` if it has a checkpoint.
 
@@ -311,6 +312,7 @@ def run_phase(
     :class:`Interrupted`). The history (training loss every ``log_every`` steps, validation
     metrics every ``eval_every``) is saved with each checkpoint in ``directory/history.json``.
     ``teacher`` params, if given, go to every ``train_step`` (distillation).
+    ``eval_at_start`` adds a validation point at step 0 (e.g. right after compression).
     """
     directory.mkdir(parents=True, exist_ok=True)
     hist_file = directory / "history.json"
@@ -341,6 +343,11 @@ def run_phase(
                 ckpt.save(manager, step, state)
             hist_file.write_text(json.dumps(history) + "\n")
 
+        if eval_at_start and start == 0 and evaluate_val is not None and eval_every:
+            m = evaluate_val(state)
+            history["val_step"].append(0)
+            history["val_loss"].append(m["loss"])
+            history["val_accuracy"].append(m["accuracy"])
         t0 = time.perf_counter()
         t1 = None
         losses: list[Any] = []

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from jaxcompress.cli import _inspect, _progress, _sweep
+import jaxcompress as jc
+from jaxcompress.cli import _inspect, _progress, _report, _run, _sweep, _train
 from jaxcompress.cli.main import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -83,7 +84,8 @@ def test_run_folder_and_report(ref_run):
     assert rep["size"]["ratio"] == pytest.approx(4 * (64 * 32 + 32 * 10 + 42) / want)
     assert rep["size"]["artifact_disk_bytes"] > 0 and rep["size"]["checkpoint_disk_bytes"] > 0
     h = rep["history"]["compressed"]
-    assert h["step"] == [4, 8, 12] and h["val_step"] == [6, 12]
+    assert h["step"] == [4, 8, 12] and h["val_step"] == [0, 6, 12]
+    assert rep["history"]["baseline"]["val_step"] == [6, 12]
     assert rep["history"]["baseline"]["step"] == [4, 8, 12]
     assert rep["config"]["train"]["steps"] == STEPS and rep["overrides"] == TINY
     md = (d / "report.md").read_text()
@@ -363,3 +365,19 @@ def test_console_script_subprocess(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr == f"jaxcompress: error: config file {tmp_path / 'missing.py'} not found\n"
+
+
+def test_language_model_reporting(ref_run):
+    """The language-model task reports loss and perplexity (the run itself is shared code)."""
+    d, _ = ref_run
+    rep = json.loads((d / "report.json").read_text())
+    rep["task"] = "language_model"
+    for phase, loss in (("float", 1.5), ("compressed", 1.6)):
+        rep["metrics"][phase].update(loss=loss, perplexity=float(np.exp(loss)))
+    line = _run.result_line(rep)
+    assert "perplexity 4.48 -> 4.95" in line
+    md = _report.markdown(rep)
+    assert "| | accuracy | loss | perplexity |" in md.replace("|  |", "| |")
+    assert "| float | " in md and "| 4.4817 |" in md
+    ds = jc.workloads.Dataset("t", *(np.zeros((2, 4), np.int32),) * 6, num_classes=3)
+    assert _train.task_of(ds) == _train.LANGUAGE_MODEL
