@@ -102,9 +102,8 @@ def _writable_dir(out: pathlib.Path) -> None:
         raise UsageError(f"cannot write to output directory {out}: {e.strerror or e}") from None
 
 
-def prepare_out(out: pathlib.Path, cfg: Any, resume: bool) -> None:
-    """Checks the run folder is writable; on --resume checks the config matches the saved one;
-    otherwise removes the previous run's files (only those a run writes).
+def check_out(out: pathlib.Path, cfg: Any, resume: bool) -> None:
+    """Checks the run folder is writable and, on --resume, that the config matches the saved one.
 
     Raises:
       UsageError: unwritable folder, nothing to resume, or a different config.
@@ -127,13 +126,17 @@ def prepare_out(out: pathlib.Path, cfg: Any, resume: bool) -> None:
                 f"--resume: the config differs from the run in {out} at {', '.join(changed)}; "
                 "resume with the same recipe and overrides, or start a new run"
             )
-        return
+
+
+def reset_out(out: pathlib.Path, cfg: Any) -> None:
+    """Starts a fresh run folder: removes the files a previous run wrote (nothing else) and
+    saves the config."""
     for d in _RUN_DIRS:
         if (out / d).exists():
             shutil.rmtree(out / d)
     for f in _RUN_FILES:
         (out / f).unlink(missing_ok=True)
-    cfg_file.write_text(json.dumps(plain, indent=1) + "\n")
+    (out / "config.json").write_text(json.dumps(config_lib.to_plain(cfg), indent=1) + "\n")
 
 
 def _new_state(model: Any, params: Any, tx: Any, comp: jc.Compressor) -> Any:
@@ -186,8 +189,10 @@ def run(
     t_start = time.perf_counter()
     config_lib.validate(cfg)
     out = pathlib.Path(out or cfg.output.dir)
-    prepare_out(out, cfg, resume)
-    L = build(cfg)
+    check_out(out, cfg, resume)
+    L = build(cfg)  # every config problem surfaces here, before the folder is touched
+    if not resume:
+        reset_out(out, cfg)
     ds, task = L.ds, L.task
     progress = progress or Progress()
     train_step = _train.make_train_step(L.distill_fn, float(cfg.distill.alpha))

@@ -323,12 +323,17 @@ def test_usage_errors_exit_2_with_one_line(argv, match, tmp_path, monkeypatch):
     assert re.search(match, err), err
 
 
-def test_resume_with_a_different_config_is_refused(ref_run):
+def test_failed_starts_leave_the_run_folder_alone(ref_run):
     d, _ = ref_run
+    before = {p: p.stat().st_mtime_ns for p in d.rglob("*") if p.is_file()}
     rc, _, err = _main(
         ["run", QUICKSTART, *TINY, "--config.train.seed=1", "--out", str(d), "--resume"]
     )
     assert rc == 2 and "config differs from the run in" in err and "train.seed" in err
+    # a fresh run whose config is broken fails before it clears the previous run
+    rc, _, err = _main(["run", QUICKSTART, *TINY, "--config.compress.bits=0", "--out", str(d)])
+    assert rc == 2 and "bits must be an integer in 1..8, got 0" in err
+    assert {p: p.stat().st_mtime_ns for p in d.rglob("*") if p.is_file()} == before
 
 
 def test_help():
