@@ -80,7 +80,7 @@ def defaults() -> ConfigDict:
     c.distill = ConfigDict()
     c.distill.loss = ""  # a loss (student_logits, teacher_logits) by name, e.g. distill.kd_loss
     c.distill.kwargs = ConfigDict()  # its keyword arguments (temperature ...)
-    c.distill.alpha = 0.5  # loss = (1 - alpha) * cross-entropy + alpha * distillation loss
+    c.distill.weight = 0.5  # loss = (1 - weight) * cross-entropy + weight * distillation loss
 
     c.compress = ConfigDict()
     c.compress.rules = []  # ordered [(regex, method spec), ...] built with jc.rules
@@ -464,9 +464,9 @@ def validate(cfg: ConfigDict) -> None:
             raise UsageError(f"config {key} must be true or false, got {get(cfg, key)!r}")
     if not isinstance(cfg.distill.loss, str):
         raise UsageError(f"config distill.loss must name a loss or be '', got {cfg.distill.loss!r}")
-    alpha = cfg.distill.alpha
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise UsageError(f"config distill.alpha must be a number in [0, 1], got {alpha!r}")
+    w = cfg.distill.weight
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
+        raise UsageError(f"config distill.weight must be a number in [0, 1], got {w!r}")
     if cfg.distill.loss and not cfg.baseline.enabled:
         raise UsageError(
             "config distill.loss needs baseline.enabled=True: the float baseline is the teacher"

@@ -195,7 +195,7 @@ def run(
         reset_out(out, cfg)
     ds, task = L.ds, L.task
     progress = progress or Progress()
-    train_step = _train.make_train_step(L.distill_fn, float(cfg.distill.alpha))
+    train_step = _train.make_train_step(L.distill_fn, float(cfg.distill.weight))
     evaluator = _train.Evaluator(L.model, task, int(cfg.eval.batch_size), cfg.eval.max_examples)
     batches = _train.BatchSource(
         ds.x_train, ds.y_train, int(cfg.train.batch_size), int(cfg.train.seed)
@@ -321,7 +321,7 @@ def run(
             {
                 "loss": cfg.distill.loss,
                 "kwargs": config_lib.to_plain(cfg.distill.kwargs),
-                "alpha": float(cfg.distill.alpha),
+                "weight": float(cfg.distill.weight),
                 "teacher": "float baseline",
             }
             if L.distill_fn is not None

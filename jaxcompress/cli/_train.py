@@ -206,18 +206,18 @@ class BatchSource:
 
 
 def make_train_step(
-    distill_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None, alpha: float = 0.5
+    distill_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None, weight: float = 0.5
 ) -> Callable:
     """A jitted ``(state, x, y, teacher=None) -> (state, loss)`` for a ``jc.flax.TrainState``.
 
     The loss is the cross-entropy with the labels. With ``distill_fn`` and teacher params, it
-    is ``(1 - alpha) * cross_entropy + alpha * mean(distill_fn(student_logits,
+    is ``(1 - weight) * cross_entropy + weight * mean(distill_fn(student_logits,
     teacher_logits))``, the teacher (the same model with the teacher's params) run inside the
     step under ``stop_gradient``.
 
     Args:
       distill_fn: ``(student_logits, teacher_logits) -> loss`` (any shape; averaged).
-      alpha: weight of the distillation term, in ``[0, 1]``.
+      weight: weight of the distillation term, in ``[0, 1]``.
     """
 
     def train_step(state, x, y, teacher=None):
@@ -227,7 +227,7 @@ def make_train_step(
             if distill_fn is not None and teacher is not None:
                 t_logits = jax.lax.stop_gradient(state.apply_fn({"params": teacher}, x))
                 kd = jnp.mean(distill_fn(logits, t_logits))
-                loss = (1.0 - alpha) * loss + alpha * kd
+                loss = (1.0 - weight) * loss + weight * kd
             return loss
 
         loss, grads = jax.value_and_grad(loss_fn)(state.trainables)

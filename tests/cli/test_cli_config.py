@@ -248,10 +248,10 @@ def test_distill_settings():
     cfg = _config.load(str(CONFIGS / "quickstart.py"))
     _config.override(cfg, "distill.loss", "distill.kd_loss")
     _config.validate(cfg)
-    _config.override(cfg, "distill.alpha", "1.5")
-    with pytest.raises(UsageError, match="distill.alpha must be a number in \\[0, 1\\]"):
+    _config.override(cfg, "distill.weight", "1.5")
+    with pytest.raises(UsageError, match="distill.weight must be a number in \\[0, 1\\]"):
         _config.validate(cfg)
-    _config.override(cfg, "distill.alpha", "0.5")
+    _config.override(cfg, "distill.weight", "0.5")
     _config.override(cfg, "baseline.enabled", "false")
     with pytest.raises(UsageError, match="needs baseline.enabled=True"):
         _config.validate(cfg)

@@ -223,7 +223,7 @@ def test_sweep(tmp_path):
     assert reps[0]["distill"] == {
         "loss": "optax.losses.squared_error",
         "kwargs": {},
-        "alpha": 0.5,
+        "weight": 0.5,
         "teacher": "float baseline",
     }
 

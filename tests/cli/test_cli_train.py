@@ -194,15 +194,15 @@ def distill_setup(tiny_classifier):
 def test_distillation_term_weights(distill_setup):
     state, params, x, y = distill_setup
     plain = _train.make_train_step()
-    # alpha=1 and the teacher equal to the student: the logit-matching loss and its gradient
+    # weight=1 and the teacher equal to the student: the logit-matching loss and its gradient
     # are exactly zero, so Adam leaves the params as they are
-    only_kd = _train.make_train_step(optax.losses.squared_error, alpha=1.0)
+    only_kd = _train.make_train_step(optax.losses.squared_error, weight=1.0)
     new, loss = only_kd(state, x, y, params)
     assert float(loss) == 0.0
     for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(a, b)
-    # alpha=0 is the plain cross-entropy step; no teacher means no distillation
-    none_kd = _train.make_train_step(optax.losses.squared_error, alpha=0.0)
+    # weight=0 is the plain cross-entropy step; no teacher means no distillation
+    none_kd = _train.make_train_step(optax.losses.squared_error, weight=0.0)
     want, want_loss = plain(state, x, y)
     for got, got_loss in (none_kd(state, x, y, params), only_kd(state, x, y)):
         np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
