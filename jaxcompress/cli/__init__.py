@@ -1,6 +1,6 @@
 """The ``jaxcompress`` command: run recipes, sweep them, inspect and evaluate exports.
 
-The command line lives in :mod:`jaxcompress.cli.main`; the pieces it is built from are usable
+The command line is :func:`jaxcompress.cli.main.main`; the pieces it is built from are usable
 from Python too: :func:`build_compressor` (a recipe's rule list of method specs to a
 Compressor), :func:`load_config` / :func:`override` (recipes and ``--config.`` overrides),
 :func:`load_artifact` (an exported model back as params).
@@ -13,7 +13,6 @@ from jaxcompress.cli._config import override
 from jaxcompress.cli._errors import UsageError
 from jaxcompress.cli._spec import build as build_spec
 from jaxcompress.cli._spec import build_compressor
-from jaxcompress.cli.main import main
 
 __all__ = [
     "UsageError",
@@ -22,6 +21,5 @@ __all__ = [
     "default_config",
     "load_artifact",
     "load_config",
-    "main",
     "override",
 ]

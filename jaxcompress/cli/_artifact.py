@@ -182,6 +182,11 @@ def load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     Raises:
       FileNotFoundError: if there is no artifact.
       ValueError: for an unknown format, version or codec, or missing arrays.
+
+    Example:
+      >>> params, meta = load("runs/quickstart")  # doctest: +SKIP
+      >>> meta["model"]["name"], meta["summary"]["ratio"]  # doctest: +SKIP
+      ('MLP', 6.14...)
     """
     d = find(path)
     meta = load_meta(d)

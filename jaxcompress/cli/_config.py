@@ -357,6 +357,11 @@ def load(path: str) -> ConfigDict:
     Raises:
       UsageError: if the file is missing, does not parse, fails, has no ``get_config``, or
         returns something other than a ConfigDict, or uses a key the defaults do not know.
+
+    Example:
+      >>> cfg = load("configs/quickstart.py")  # doctest: +SKIP
+      >>> override(cfg, "compress.bits", "4")  # doctest: +SKIP
+      4
     """
     p = pathlib.Path(path)
     if not p.exists():

@@ -351,7 +351,6 @@ def run_phase(
         t0 = time.perf_counter()
         t1 = None
         losses: list[Any] = []
-        step = start
         progress.start(name, total, start)
         try:
             for step in range(start, total):
@@ -364,7 +363,7 @@ def run_phase(
                     t1 = time.perf_counter()
                 if done % log_every == 0 or done == total:
                     history["step"].append(done)
-                    history["loss"].append(float(jnp.mean(jnp.stack(losses))))
+                    history["loss"].append(float(np.mean(jax.device_get(losses))))
                     losses = []
                     progress.set_loss(history["loss"][-1])
                 if (
