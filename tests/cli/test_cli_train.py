@@ -208,3 +208,12 @@ def test_distillation_term_weights(distill_setup):
         np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
         for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_train_step_does_not_retrace(distill_setup):
+    state, _, x, y = distill_setup
+    step = _train.make_train_step()
+    for _ in range(3):
+        state, loss = step(state, x, y)
+    assert step._cache_size() == 1
+    assert int(state.step) == 3 and np.isfinite(float(loss))
