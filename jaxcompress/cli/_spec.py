@@ -4,7 +4,7 @@ A spec is a Python call expression held in a string, e.g.::
 
     "quant.qat(bits=8)"
     "chain(prune.magnitude(sparsity), quant.qat(bits=bits, channel_axis=-1))"
-    "prune.magnitude(sparsity=optax.polynomial_schedule(0.0, 0.9, 3, 1000))"
+    "prune.magnitude(sparsity=0.9, at_step=100)"
 
 It is parsed with :mod:`ast` and never evaluated. The grammar is small:
 
