@@ -295,7 +295,9 @@ def run(
     ckpt_bytes = ckpt.disk_bytes(out / "compressed" / "ckpt" / str(L.steps))
 
     plots = []
-    if cfg.output.plots:
+    if cfg.output.plots and not _report.have_matplotlib():
+        echo("plots skipped: matplotlib is not installed (pip install matplotlib)")
+    elif cfg.output.plots:
         offset = L.baseline_steps if (L.baseline_steps and cfg.baseline.warm_start) else 0
         _report.plot_curves(out / "curves.png", history, task, offset)
         _report.plot_layers(out / "layers.png", summ.to_dict())

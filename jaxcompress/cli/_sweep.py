@@ -204,7 +204,11 @@ def sweep(
         "best": best,
     }
     (root / "sweep.json").write_text(json.dumps(result, indent=1) + "\n")
-    _report.plot_pareto(root / "pareto.png", rows, float_acc, max_drop, best)
+    plotted = _report.have_matplotlib()
+    if plotted:
+        _report.plot_pareto(root / "pareto.png", rows, float_acc, max_drop, best)
+    else:
+        echo("pareto.png skipped: matplotlib is not installed (pip install matplotlib)")
     table = _report.markdown_table(
         [
             [
@@ -236,11 +240,11 @@ def sweep(
         table,
         "",
         verdict,
-        "",
-        "![pareto](pareto.png)",
     ]
+    if plotted:
+        md += ["", "![pareto](pareto.png)"]
     (root / "sweep.md").write_text("\n".join(md) + "\n")
     echo(table)
     echo(verdict.replace("**", ""))
-    echo(f"wrote {root}/sweep.md, sweep.json, pareto.png")
+    echo(f"wrote {root}/sweep.md, sweep.json" + (", pareto.png" if plotted else ""))
     return result
