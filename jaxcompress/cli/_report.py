@@ -167,7 +167,8 @@ def plot_curves(path: pathlib.Path, history: Mapping[str, Any], task: str, offse
             if val_key == "val_accuracy":
                 ys = [100 * v for v in ys]
             ax_v.plot([s + shift for s in h["val_step"]], ys, "o-", ms=3, color=color, label=phase)
-    if ax_l.lines and all(y > 0 for line in ax_l.lines for y in line.get_ydata()):
+    ys = [y for line in ax_l.lines for y in line.get_ydata()]
+    if ys and min(ys) > 0 and max(ys) / min(ys) > 10:  # log scale only when it spans a decade
         ax_l.set_yscale("log")
     if offset and history.get("baseline") and history.get("compressed"):
         for ax in (ax_l, ax_v):
