@@ -1,5 +1,6 @@
 """Workloads: data sets (digits embedded; MNIST, Shakespeare when installed) and models."""
 
+from jaxcompress.workloads._cnn import LeNet
 from jaxcompress.workloads._data import (
     MNIST_INSTALL,
     SHAKESPEARE_INSTALL,
@@ -14,10 +15,13 @@ from jaxcompress.workloads._data import (
     shakespeare_text,
 )
 from jaxcompress.workloads._models import MLP, MLPNNX
+from jaxcompress.workloads._transformer import CharTransformer
 
 __all__ = [
     "MLP",
     "MLPNNX",
+    "CharTransformer",
+    "LeNet",
     "MNIST_INSTALL",
     "SHAKESPEARE_INSTALL",
     "DataNotFoundError",
