@@ -10,7 +10,7 @@ import numpy as np
 
 import jaxcompress as jc
 from jaxcompress.cli import _artifact, _report, _run, _train
-from jaxcompress.cli import _ckpt_compat as ckpt
+from jaxcompress import io as ckpt
 from jaxcompress.cli._errors import UsageError, one_line
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 import jaxcompress as jc
-from jaxcompress.cli import _ckpt_compat as ckpt
+from jaxcompress import io as ckpt
 from jaxcompress.cli._errors import Interrupted, UsageError, one_line
 from jaxcompress.cli._progress import Progress
 

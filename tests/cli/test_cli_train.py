@@ -11,7 +11,7 @@ import pytest
 
 import jaxcompress as jc
 from jaxcompress.cli import _artifact, _config, _train
-from jaxcompress.cli import _ckpt_compat as ckpt
+from jaxcompress import io as ckpt
 from jaxcompress.cli._errors import UsageError
 
 
