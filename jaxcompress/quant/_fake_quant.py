@@ -203,7 +203,7 @@ def absmax_scale(x: jax.Array, bits: int, *, channel_axis: int | None = -1) -> j
 
     The scale keeps the rank of ``x`` (size-1 reduced axes) so it broadcasts. An all-zero
     channel gets scale 1 (no division by zero; it quantizes to zero anyway). For 1 bit the
-    scale is the mean absolute value (sign quantization, XNOR-Net).
+    scale is the mean absolute value (sign quantization, XNOR-Net; 0 for an all-zero channel).
 
     Args:
       x: the array.
@@ -229,10 +229,8 @@ def absmax_scale(x: jax.Array, bits: int, *, channel_axis: int | None = -1) -> j
         ax = channel_axis % x.ndim
         axes = tuple(a for a in range(x.ndim) if a != ax)
     if bits == 1:
-        s = jnp.mean(jnp.abs(x), axis=axes, keepdims=True)
-    else:
-        s = jnp.max(jnp.abs(x), axis=axes, keepdims=True) / (2 ** (bits - 1) - 1)
-    return safe_scale(s)
+        return jnp.mean(jnp.abs(x), axis=axes, keepdims=True)  # sign grid: no division
+    return safe_scale(jnp.max(jnp.abs(x), axis=axes, keepdims=True) / (2 ** (bits - 1) - 1))
 
 
 def minmax_params(
@@ -248,13 +246,14 @@ def minmax_params(
 
     Symmetric grids: ``scale = max|x| / qmax``. Asymmetric: the range ``[min(x, 0), max(x, 0)]``
     maps onto ``[qmin, qmax]`` with an integer zero point. Sign grid: ``scale = mean|x|`` (the
-    least-squares optimum for ``sign(x) * s``). Ternary (TWN): ``threshold = 0.7 mean|x|`` and
+    least-squares optimum for ``sign(x) * s``; 0 for an all-zero slice). Ternary (TWN): ``threshold = 0.7 mean|x|`` and
     ``scale = mean(|x| : |x| > threshold)``.
     """
     xg = finite_or_zero(lax.stop_gradient(xg).astype(jnp.float32))
     ax = jnp.abs(xg)
     if kind == "sign":
-        return safe_scale(jnp.mean(ax, axis=axes, keepdims=True)), None, None
+        # no division by the scale here: an all-zero slice keeps scale 0 and stays zero
+        return jnp.mean(ax, axis=axes, keepdims=True), None, None
     if kind == "ternary":
         thr = 0.7 * jnp.mean(ax, axis=axes, keepdims=True)
         big = ax > thr

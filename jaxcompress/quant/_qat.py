@@ -331,7 +331,7 @@ def qat(
         qmin, qmax = spec.bounds(b)
         if kind == "sign":
             s = jnp.mean(jnp.abs(xg), axis=lay.reduce_axes, keepdims=True)
-            return _fake_quant.safe_scale(s), None
+            return jnp.maximum(s, _LSQ_EPS), None
         if symmetric:
             s = 2.0 * jnp.mean(jnp.abs(xg), axis=lay.reduce_axes, keepdims=True)
             return _fake_quant.safe_scale(s / jnp.sqrt(qmax)), None
