@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few rounds (smoke test)")
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--tag", default="", help="suffix of the result files (another machine)")
     args = ap.parse_args(argv)
     rounds = args.rounds or (6 if args.quick else 60)
     inner = 2 if args.quick else 5
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     data = {"timings": timings, "ratios": ratios, "targets": TARGETS, "vs_qwix": vs_qwix}
     data["quick"] = bool(args.quick)
-    _harness.write_results("quant_overhead" + ("_quick" if args.quick else ""), data, "\n".join(md))
+    name = "quant_overhead" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
+    _harness.write_results(name, data, "\n".join(md))
     print("\n".join(md))
     return data
 

@@ -46,7 +46,7 @@ def _int_dense(module: nn.Dense, x: jax.Array, kernel: Any, *, bits, per_token, 
     if not isinstance(kernel, QArray):
         w = jnp.asarray(kernel, jnp.float32)
         sw = _fake_quant.safe_scale(jnp.max(jnp.abs(w), axis=0, keepdims=True) / 127.0)
-        qw = jnp.clip(jnp.round(w / sw), -127, 127)
+        qw = jnp.clip(_fake_quant.grid_levels(w, sw, None), -127, 127)
         kernel = QArray(
             values=qw.astype(jnp.int8),
             scale=sw,
@@ -318,7 +318,7 @@ def quantized_dot_general(
         if absmax is not None:
             s = jnp.reshape(jnp.asarray(absmax, jnp.float32), (1,) * lhs.ndim) / qmax
             return _fake_quant.safe_scale(s)
-        a = jnp.abs(_fake_quant.finite_or_zero(lax.stop_gradient(lhs).astype(jnp.float32)))
+        a = jnp.abs(lax.stop_gradient(lhs).astype(jnp.float32))
         axes = tuple(contract) if per_token else tuple(range(lhs.ndim))
         return _fake_quant.safe_scale(jnp.max(a, axis=axes, keepdims=True) / qmax)
 
@@ -338,10 +338,11 @@ def quantized_dot_general(
             )
         if lb or rb:
             raise ValueError("quantized_dot_general: int_matmul does not support batch dims")
-        qx = jnp.clip(jnp.round(lhs.astype(jnp.float32) / sx), lo, hi).astype(jnp.int8)
+        qx = jnp.clip(_fake_quant.grid_levels(lhs.astype(jnp.float32), sx, None), lo, hi)
+        qx = qx.astype(jnp.int8)
         w = rhs.astype(jnp.float32)
         sw = _fake_quant.safe_scale(jnp.max(jnp.abs(w), axis=tuple(rc), keepdims=True) / 127.0)
-        qw = jnp.clip(jnp.round(w / sw), -127, 127).astype(jnp.int8)
+        qw = jnp.clip(_fake_quant.grid_levels(w, sw, None), -127, 127).astype(jnp.int8)
         acc = _intmm.int8_dot_general(qx, qw, dimension_numbers).astype(jnp.float32)
         lhs_free = [d for i, d in enumerate(lhs.shape) if i not in lc]
         rhs_free = [d for i, d in enumerate(rhs.shape) if i not in rc]

@@ -8,7 +8,8 @@ quantization parameters is saved for it).
 Straight-through estimators (``ste``):
 
 * ``"clipped"``: the gradient w.r.t. ``x`` is 1 where the *rounded* level lies inside the grid
-  and 0 outside. Deciding on the rounded integer (``qmin <= round(x / scale) + zp <= qmax``),
+  and 0 outside. Deciding on the rounded integer (``qmin <= round(x / scale) + zp <= qmax``,
+  computed as ``x * (1 / scale)``, see :func:`grid_levels`),
   not on ``x / scale``, matters: in float32 ``absmax / (absmax / 127)`` can come out slightly
   above 127, and the largest weight of a channel would wrongly get a zero gradient. For the
   sign grid ``{-s, +s}`` (level spacing ``2s``) that is ``|x| <= 2s``; for the ternary grid
@@ -40,8 +41,13 @@ from jaxcompress.quant import _grid
 
 
 def grid_levels(x: jax.Array, scale: jax.Array, zp: jax.Array | None) -> jax.Array:
-    """Unclipped integer levels ``round(x / scale) + zp`` (float32)."""
-    q = jnp.round(x / scale)
+    """Unclipped integer levels ``round(x * (1 / scale)) + zp`` (float32).
+
+    The reciprocal is taken once per scale (per channel / group), so the per-entry work is a
+    multiply, not a division. Training forward, export and the integer matmul all round
+    through this one function, so they agree on every level.
+    """
+    q = jnp.round(x * (1.0 / scale))
     return q if zp is None else q + zp
 
 
@@ -120,7 +126,7 @@ def _fq_lsq_fwd(x, scale, zp, qmin, qmax, ste):
 def _fq_lsq_bwd(ste, res, g):
     x, scale, zp, qmin, qmax = res
     dx = _grid_dx(ste, x, scale, zp, qmin, qmax, g)
-    v = x / scale
+    v = x * (1.0 / scale)
     z = 0.0 if zp is None else zp
     vz = v + z
     ds = jnp.where(vz <= qmin, qmin - z, jnp.where(vz >= qmax, qmax - z, jnp.round(v) - v))
@@ -188,6 +194,11 @@ fq_ternary.defvjp(_fq_ternary_fwd, _fq_ternary_bwd)
 # Calibration-free scales (min-max), used by the functional API and as defaults.
 
 
+def finite_or(s: jax.Array, fallback: jax.typing.ArrayLike) -> jax.Array:
+    """Per-scale values that are non-finite replaced by ``fallback`` (cheap: scale-shaped)."""
+    return jnp.where(jnp.isfinite(s), s, fallback)
+
+
 def finite_or_zero(x: jax.Array) -> jax.Array:
     """Non-finite entries replaced by 0, so one bad value cannot poison a scale."""
     return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
@@ -222,14 +233,14 @@ def absmax_scale(x: jax.Array, bits: int, *, channel_axis: int | None = -1) -> j
       Jacob et al. 2018; Rastegari et al. 2016 (XNOR-Net).
     """
     _grid.check_bits(bits)
-    x = finite_or_zero(lax.stop_gradient(x).astype(jnp.float32))
+    x = lax.stop_gradient(x).astype(jnp.float32)
     if x.ndim == 0 or channel_axis is None:
         axes = tuple(range(x.ndim))
     else:
         ax = channel_axis % x.ndim
         axes = tuple(a for a in range(x.ndim) if a != ax)
     if bits == 1:
-        return jnp.mean(jnp.abs(x), axis=axes, keepdims=True)  # sign grid: no division
+        return finite_or(jnp.mean(jnp.abs(x), axis=axes, keepdims=True), 0.0)  # no division
     return safe_scale(jnp.max(jnp.abs(x), axis=axes, keepdims=True) / (2 ** (bits - 1) - 1))
 
 
@@ -249,17 +260,21 @@ def minmax_params(
     least-squares optimum for ``sign(x) * s``; 0 for an all-zero slice). Ternary (TWN): ``threshold = 0.7 mean|x|`` and
     ``scale = mean(|x| : |x| > threshold)``.
     """
-    xg = finite_or_zero(lax.stop_gradient(xg).astype(jnp.float32))
+    # No elementwise clean-up of non-finite entries here (it would cost a full extra pass
+    # over the weights on every calibration): a non-finite entry makes its own slice's
+    # reduction non-finite, and that slice falls back to a finite scale (1, or 0 for sign /
+    # ternary) instead; other slices are unaffected.
+    xg = lax.stop_gradient(xg).astype(jnp.float32)
     ax = jnp.abs(xg)
     if kind == "sign":
         # no division by the scale here: an all-zero slice keeps scale 0 and stays zero
-        return jnp.mean(ax, axis=axes, keepdims=True), None, None
+        return finite_or(jnp.mean(ax, axis=axes, keepdims=True), 0.0), None, None
     if kind == "ternary":
-        thr = 0.7 * jnp.mean(ax, axis=axes, keepdims=True)
+        thr = finite_or(0.7 * jnp.mean(ax, axis=axes, keepdims=True), 0.0)
         big = ax > thr
         cnt = jnp.sum(big, axis=axes, keepdims=True).astype(jnp.float32)
         tot = jnp.sum(jnp.where(big, ax, 0.0), axis=axes, keepdims=True)
-        return safe_scale(tot / jnp.maximum(cnt, 1.0)), None, thr
+        return safe_scale(finite_or(tot, 0.0) / jnp.maximum(cnt, 1.0)), None, thr
     if symmetric:
         return safe_scale(jnp.max(ax, axis=axes, keepdims=True) / qmax), None, None
     lo = jnp.minimum(jnp.min(xg, axis=axes, keepdims=True), 0.0)
@@ -271,8 +286,8 @@ def range_params(
     lo: jax.Array, hi: jax.Array, *, qmin: jax.typing.ArrayLike, qmax: jax.typing.ArrayLike
 ) -> tuple[jax.Array, jax.Array, None]:
     """Asymmetric ``(scale, zero_point, None)`` mapping ``[lo, hi]`` (containing 0) to the grid."""
-    lo = jnp.minimum(lo, 0.0)
-    hi = jnp.maximum(hi, 0.0)
+    lo = jnp.minimum(finite_or(lo, 0.0), 0.0)
+    hi = jnp.maximum(finite_or(hi, 0.0), 0.0)
     scale = safe_scale((hi - lo) / (qmax - qmin))
     zp = jnp.clip(jnp.round(qmin - lo / scale), qmin, qmax)
     return scale, zp, None

@@ -47,7 +47,7 @@ def activation_scale(
     if absmax is not None:
         s = jnp.asarray(absmax, jnp.float32) / qmax
         return _fake_quant.safe_scale(jnp.reshape(s, (1,) * x.ndim) if s.ndim == 0 else s)
-    a = jnp.abs(_fake_quant.finite_or_zero(lax.stop_gradient(x).astype(jnp.float32)))
+    a = jnp.abs(lax.stop_gradient(x).astype(jnp.float32))  # non-finite rows: scale 1
     if per_token and x.ndim >= 1:
         m = jnp.max(a, axis=-1, keepdims=True)
     else:
@@ -107,7 +107,8 @@ def quantize_activation(
     """
     qmax = _act_qmax(bits)
     s = activation_scale(x, bits, per_token=per_token, absmax=absmax)
-    q = jnp.clip(jnp.round(x.astype(jnp.float32) / s), -qmax, qmax).astype(jnp.int8)
+    q = jnp.clip(_fake_quant.grid_levels(x.astype(jnp.float32), s, None), -qmax, qmax)
+    q = q.astype(jnp.int8)
     return q, s
 
 

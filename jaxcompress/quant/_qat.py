@@ -172,9 +172,11 @@ def qat(
     2..8. A change of bit width recalibrates (LSQ: rescales the step size to keep its range).
 
     Non-finite weights: ``init`` raises a ValueError naming the leaf when the params are
-    concrete. Inside a jitted step, calibration ignores non-finite entries (one bad weight does
-    not poison its channel's scale), and the bad entry itself stays non-finite in the view, so
-    the loss shows the divergence instead of hiding it.
+    concrete. Inside a jitted step (where nothing can be raised), a channel / group holding a
+    non-finite weight falls back to a finite scale (1; EMA: its previous range), the other
+    channels are unaffected and no NaN enters the state; a NaN entry stays NaN in the view,
+    so the loss shows the divergence instead of hiding it (an infinite one is clipped to the
+    end of the grid).
 
     Args:
       bits: 1..8, ``"binary"`` (``sign(w) * s``, ``s = mean|w|``, XNOR-Net), ``"ternary"``
@@ -311,7 +313,7 @@ def qat(
             )
         if not use_ema:
             return s, z, t, None, None
-        xf = _fake_quant.finite_or_zero(lax.stop_gradient(xg))
+        xf = lax.stop_gradient(xg)
         if symmetric:
             return s, z, t, None, jnp.max(jnp.abs(xf), axis=axes, keepdims=True)
         lo = jnp.minimum(jnp.min(xf, axis=axes, keepdims=True), 0.0)
@@ -365,6 +367,8 @@ def qat(
                 cols["zp"].append(z)
                 continue
             s, z, t, lo, hi = calibrate(path, w, b)
+            lo = None if lo is None else _fake_quant.finite_or(lo, 0.0)
+            hi = None if hi is None else _fake_quant.finite_or(hi, 0.0)
             for k, v in zip(("scale", "zp", "thr", "rmin", "rmax"), (s, z, t, lo, hi)):
                 cols[k].append(v)
         n = len(leaves)
@@ -420,8 +424,10 @@ def qat(
         for (path, w), old_lo, old_hi in zip(leaves, *olds):
             s, z, t, lo, hi = calibrate(path, w, b)
             if use_ema:
-                hi = _calibration.ema(old_hi, hi, ema_decay)
-                lo = None if symmetric else _calibration.ema(old_lo, lo, ema_decay)
+                # a slice with a non-finite weight keeps its old range (never a NaN state)
+                hi = _calibration.ema(old_hi, _fake_quant.finite_or(hi, old_hi), ema_decay)
+                if not symmetric:
+                    lo = _calibration.ema(old_lo, _fake_quant.finite_or(lo, old_lo), ema_decay)
                 s, z = from_ema_range(lo, hi, b)
             for k, v in zip(cols, (s, z, t, lo, hi)):
                 cols[k].append(v)

@@ -54,14 +54,23 @@ def test_non_finite_weights_raise_at_init_naming_the_leaf():
         jc.quant.qat(bits=8).init(bad)
 
 
-def test_non_finite_weight_inside_jit_does_not_poison_its_channel():
-    comp = jc.quant.qat(bits=8)
+@pytest.mark.parametrize("bad_value", [jnp.inf, jnp.nan])
+@pytest.mark.parametrize("kwargs", [{}, {"symmetric": False}, {"calibration": "ema"}])
+def test_non_finite_weight_inside_jit_stays_in_its_channel(kwargs, bad_value):
+    comp = jc.quant.qat(bits=8, **kwargs)
     state = comp.init({"w": W})
-    bad = {"w": W.at[0, 0].set(jnp.inf)}
-    _, state = jax.jit(comp.update)(bad, state)
-    assert bool(jnp.all(jnp.isfinite(state.scale["w"])))
-    view = comp.apply(bad, state)["w"]
-    assert bool(jnp.all(jnp.isfinite(view[1:])))  # only the bad entry itself is affected
+    bad = {"w": W.at[0, 0].set(bad_value)}
+    _, new = jax.jit(comp.update)(bad, state)
+    for t in (new.scale, new.zero_point, new.range_max, new.range_min):
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(t))
+    # the other channels keep their scales
+    np.testing.assert_array_equal(np.asarray(new.scale["w"][:, 1:]), np.asarray(state.scale["w"][:, 1:]))
+    view = comp.apply(bad, new)["w"]
+    assert bool(jnp.all(jnp.isfinite(view[:, 1:])))
+    if jnp.isnan(bad_value):
+        assert bool(jnp.isnan(view[0, 0]))  # the divergence stays visible
+    else:
+        assert bool(jnp.isfinite(view[0, 0]))  # +inf is clipped to the grid's end
 
 
 def test_integer_leaves_rejected_naming_the_path():
