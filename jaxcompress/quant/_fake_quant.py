@@ -90,7 +90,12 @@ def fq_grid(x, scale, zp, qmin, qmax, ste: str):
 
 
 def _fq_grid_fwd(x, scale, zp, qmin, qmax, ste):
-    return fq_grid(x, scale, zp, qmin, qmax, ste), (x, scale, zp, qmin, qmax)
+    q = grid_levels(x, scale, zp)
+    out = grid_dequant(jnp.clip(q, qmin, qmax), scale, zp)
+    # The clipped STE's mask comes from the same rounded levels as the forward (a bool
+    # residual; XLA may re-derive it inside the backward's fusions instead of storing it).
+    inside = None if ste == "identity" else (q >= qmin) & (q <= qmax)
+    return out, (inside, scale, zp, qmin, qmax)
 
 
 def _grid_dx(ste, x, scale, zp, qmin, qmax, g):
@@ -101,8 +106,8 @@ def _grid_dx(ste, x, scale, zp, qmin, qmax, g):
 
 
 def _fq_grid_bwd(ste, res, g):
-    x, scale, zp, qmin, qmax = res
-    dx = _grid_dx(ste, x, scale, zp, qmin, qmax, g)
+    inside, scale, zp, qmin, qmax = res
+    dx = g if inside is None else jnp.where(inside, g, jnp.zeros_like(g))
     return dx, jnp.zeros_like(scale), _zeros_or_none(zp), jnp.zeros_like(qmin), jnp.zeros_like(qmax)
 
 
