@@ -128,7 +128,9 @@ def quantize_activations(
         raise ValueError(f"quantize_activations: ste must be one of {_grid.STES}, got {ste!r}")
     modules = tuple(modules)
     if not modules or not all(isinstance(m, type) and issubclass(m, nn.Module) for m in modules):
-        raise ValueError(f"quantize_activations: modules must be linen Module types, got {modules!r}")
+        raise ValueError(
+            f"quantize_activations: modules must be linen Module types, got {modules!r}"
+        )
     skip = re.compile(exclude) if exclude is not None else None
     ranges = dict(ranges) if ranges is not None else None
 
@@ -151,9 +153,7 @@ def quantize_activations(
         if isinstance(module, nn.Dense):
             kernel = module.get_variable("params", "kernel")
             if int_matmul or isinstance(kernel, QArray):
-                return _int_dense(
-                    module, x, kernel, bits=bits, per_token=per_token, absmax=absmax
-                )
+                return _int_dense(module, x, kernel, bits=bits, per_token=per_token, absmax=absmax)
         xq = _intmm.fake_quant_activation(x, bits, per_token=per_token, absmax=absmax, ste=ste)
         return next_fun(xq, *args[1:], **kwargs)
 
@@ -214,7 +214,9 @@ def calibrate_activations(
     if method not in _METHODS:
         raise ValueError(f"calibrate_activations: method must be one of {_METHODS}, got {method!r}")
     if not (isinstance(percentile, (int, float)) and 0.0 < percentile <= 100.0):
-        raise ValueError(f"calibrate_activations: percentile must be in (0, 100], got {percentile!r}")
+        raise ValueError(
+            f"calibrate_activations: percentile must be in (0, 100], got {percentile!r}"
+        )
     if not (isinstance(ema_decay, (int, float)) and 0.0 <= ema_decay < 1.0):
         raise ValueError(f"calibrate_activations: ema_decay must be in [0, 1), got {ema_decay!r}")
     modules = tuple(modules)
@@ -327,7 +329,9 @@ def quantized_dot_general(
         sx = lhs_scale(lhs, lc)
         lo, hi = jnp.float32(-qmax), jnp.float32(qmax)
         if not int_matmul:
-            xq = _fake_quant.fq_grid(lhs.astype(jnp.float32), sx, None, lo, hi, ste)
+            # dynamic scales never clip (see jc.quant.fake_quant_activation): identity is exact
+            kind = ste if absmax is not None else "identity"
+            xq = _fake_quant.fq_grid(lhs.astype(jnp.float32), sx, None, lo, hi, kind)
             return lax.dot_general(
                 xq.astype(lhs.dtype),
                 rhs,

@@ -62,9 +62,7 @@ def save(directory: str | os.PathLike, qparams: Any) -> None:
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
         ckpt.save(
             directory,
-            ocp.args.Composite(
-                arrays=ocp.args.StandardSave(arrays), qmeta=ocp.args.JsonSave(meta)
-            ),
+            ocp.args.Composite(arrays=ocp.args.StandardSave(arrays), qmeta=ocp.args.JsonSave(meta)),
         )
 
 

@@ -278,7 +278,7 @@ def quantize(params: Params, state: State, compressor: Compressor | None = None)
 
     for st in qstates:
         cols = [up_to(t) for t in (st.bits, forward_scale(st), st.zero_point, st.threshold)]
-        for j, ((p, leaf), b, s, z, t) in enumerate(zip(flat, *cols)):
+        for j, ((p, leaf), b, s, z, t) in enumerate(zip(flat, *cols, strict=True)):
             if b is None:
                 continue
             path = paths_lib.path_str(p)

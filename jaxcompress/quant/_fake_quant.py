@@ -262,7 +262,8 @@ def minmax_params(
 
     Symmetric grids: ``scale = max|x| / qmax``. Asymmetric: the range ``[min(x, 0), max(x, 0)]``
     maps onto ``[qmin, qmax]`` with an integer zero point. Sign grid: ``scale = mean|x|`` (the
-    least-squares optimum for ``sign(x) * s``; 0 for an all-zero slice). Ternary (TWN): ``threshold = 0.7 mean|x|`` and
+    least-squares optimum for ``sign(x) * s``; 0 for an all-zero slice). Ternary (TWN):
+    ``threshold = 0.7 mean|x|`` and
     ``scale = mean(|x| : |x| > threshold)``.
     """
     # No elementwise clean-up of non-finite entries here (it would cost a full extra pass
@@ -310,7 +311,7 @@ def _left_pad(a: jax.Array, ndim: int) -> jax.Array:
 
 
 def check_finite(x: jax.typing.ArrayLike, *, path: str) -> None:
-    """Raises a ValueError naming ``path`` if a concrete ``x`` holds NaN or Inf (no-op if traced)."""
+    """Raises a ValueError naming ``path`` if a concrete ``x`` holds NaN or Inf (not if traced)."""
     if isinstance(x, jax.core.Tracer):
         return
     bad = ~jnp.isfinite(jnp.asarray(x, jnp.float32))
@@ -419,7 +420,9 @@ def fake_quant(
         )
     else:
         s = _left_pad(jnp.asarray(scale, jnp.float32), xg.ndim)
-        zp = None if zero_point is None else _left_pad(jnp.asarray(zero_point, jnp.float32), xg.ndim)
+        zp = (
+            None if zero_point is None else _left_pad(jnp.asarray(zero_point, jnp.float32), xg.ndim)
+        )
         if not symmetric and zp is None:
             zp = jnp.zeros_like(s)
         thr = None

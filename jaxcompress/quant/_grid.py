@@ -44,8 +44,10 @@ def qrange(bits: int, *, symmetric: bool, narrow_range: bool) -> tuple[int, int]
     1 bit symmetric is the sign grid ``{-1, +1}``. Asymmetric: ``[0, 2**b - 1]``.
 
     Example:
-      >>> qrange(8, symmetric=True, narrow_range=True), qrange(4, symmetric=False, narrow_range=True)
-      ((-127, 127), (0, 15))
+      >>> qrange(8, symmetric=True, narrow_range=True)
+      (-127, 127)
+      >>> qrange(4, symmetric=False, narrow_range=True)
+      (0, 15)
     """
     if not symmetric:
         return 0, 2**bits - 1
@@ -129,7 +131,11 @@ def layout(
     all_axes = tuple(range(ndim))
     if ndim < 2 or granularity == "tensor":
         return Layout(shape, shape, all_axes)
-    keep = () if channel_axis is None else _norm_axes(channel_axis, ndim, what="channel_axis", path=path)
+    keep = (
+        ()
+        if channel_axis is None
+        else _norm_axes(channel_axis, ndim, what="channel_axis", path=path)
+    )
     if granularity == "channel":
         return Layout(shape, shape, tuple(a for a in all_axes if a not in keep))
     (c,) = _norm_axes(contraction_axis, ndim, what="contraction_axis", path=path)

@@ -25,7 +25,11 @@ def _act_qmax(bits: int) -> float:
 
 
 def activation_scale(
-    x: jax.Array, bits: int = 8, *, per_token: bool = True, absmax: jax.typing.ArrayLike | None = None
+    x: jax.Array,
+    bits: int = 8,
+    *,
+    per_token: bool = True,
+    absmax: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """Symmetric activation scale: dynamic ``max|x| / qmax`` per token, or ``absmax / qmax``.
 
@@ -88,6 +92,10 @@ def fake_quant_activation(
         raise ValueError(f"fake_quant_activation: ste must be one of {_grid.STES}, got {ste!r}")
     qmax = _act_qmax(bits)
     s = activation_scale(x, bits, per_token=per_token, absmax=absmax)
+    # A dynamic scale comes from max|x| of the very tensor it quantizes, so no entry can fall
+    # outside the range: the clipped STE's mask is identically 1 and the identity kernel is
+    # exact (and skips the mask in the backward pass).
+    ste = "identity" if absmax is None else ste
     out = _fake_quant.fq_grid(
         x.astype(jnp.float32), s, None, jnp.float32(-qmax), jnp.float32(qmax), ste
     )
@@ -95,7 +103,11 @@ def fake_quant_activation(
 
 
 def quantize_activation(
-    x: jax.Array, bits: int = 8, *, per_token: bool = True, absmax: jax.typing.ArrayLike | None = None
+    x: jax.Array,
+    bits: int = 8,
+    *,
+    per_token: bool = True,
+    absmax: jax.typing.ArrayLike | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Activations as ``(int8 levels, float32 scale)`` (see :func:`activation_scale`).
 

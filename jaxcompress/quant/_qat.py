@@ -237,7 +237,9 @@ def qat(
         else:
             granularity = "tensor" if channel_axis is None else "channel"
     if granularity not in _grid.GRANULARITIES:
-        raise ValueError(f"qat: granularity must be one of {_grid.GRANULARITIES}, got {granularity!r}")
+        raise ValueError(
+            f"qat: granularity must be one of {_grid.GRANULARITIES}, got {granularity!r}"
+        )
     if granularity == "group":
         if group_size is None:
             raise ValueError("qat: granularity='group' needs group_size")
@@ -369,7 +371,7 @@ def qat(
             s, z, t, lo, hi = calibrate(path, w, b)
             lo = None if lo is None else _fake_quant.finite_or(lo, 0.0)
             hi = None if hi is None else _fake_quant.finite_or(hi, 0.0)
-            for k, v in zip(("scale", "zp", "thr", "rmin", "rmax"), (s, z, t, lo, hi)):
+            for k, v in zip(("scale", "zp", "thr", "rmin", "rmax"), (s, z, t, lo, hi), strict=True):
                 cols[k].append(v)
         n = len(leaves)
 
@@ -413,7 +415,7 @@ def qat(
             up_to(treedef, t, n)
             for t in (state.bits, forward_scale(state), state.zero_point, state.threshold)
         ]
-        out = [quantize_leaf(path, w, *c) for (path, w), *c in zip(leaves, *cols)]
+        out = [quantize_leaf(path, w, *c) for (path, w), *c in zip(leaves, *cols, strict=True)]
         return unflat(treedef, out)
 
     def recalibrate(params, state, b):
@@ -421,7 +423,7 @@ def qat(
         n = len(leaves)
         olds = [up_to(treedef, t, n) for t in (state.range_min, state.range_max)]
         cols = {k: [] for k in ("scale", "zp", "thr", "rmin", "rmax")}
-        for (path, w), old_lo, old_hi in zip(leaves, *olds):
+        for (path, w), old_lo, old_hi in zip(leaves, *olds, strict=True):
             s, z, t, lo, hi = calibrate(path, w, b)
             if use_ema:
                 # a slice with a non-finite weight keeps its old range (never a NaN state)
@@ -429,7 +431,7 @@ def qat(
                 if not symmetric:
                     lo = _calibration.ema(old_lo, _fake_quant.finite_or(lo, old_lo), ema_decay)
                 s, z = from_ema_range(lo, hi, b)
-            for k, v in zip(cols, (s, z, t, lo, hi)):
+            for k, v in zip(cols, (s, z, t, lo, hi), strict=True):
                 cols[k].append(v)
         return state._replace(
             scale=unflat(treedef, cols["scale"]),
@@ -456,16 +458,14 @@ def qat(
                 return s * (spec.bounds(ob)[1] / spec.bounds(new_b)[1])
 
             scales = up_to(treedef, state.trainable, n)
-            new_s = [rescale(s, ob) for s, ob in zip(scales, old_bits)]
+            new_s = [rescale(s, ob) for s, ob in zip(scales, old_bits, strict=True)]
             return params, new_state._replace(trainable=unflat(treedef, new_s))
         if calibrate_every == 1 and schedule is None:
             return params, recalibrate(params, new_state, new_b)
         due = count % calibrate_every == 0
         if schedule is not None and old_bits:
             due = due | (old_bits[0] != new_b)
-        new_state = lax.cond(
-            due, lambda: recalibrate(params, new_state, new_b), lambda: new_state
-        )
+        new_state = lax.cond(due, lambda: recalibrate(params, new_state, new_b), lambda: new_state)
         return params, new_state
 
     return Compressor(init_fn, apply_fn, update_fn)

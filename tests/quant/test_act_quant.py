@@ -71,7 +71,11 @@ def test_static_ranges_calibration_and_export_int_path():
 @pytest.mark.parametrize("method", ["percentile", "ema"])
 def test_calibration_methods(method):
     ranges = jc.flax.calibrate_activations(
-        MODEL.apply, {"params": PARAMS}, [X[:3], X[3:]], method=method, percentile=90.0,
+        MODEL.apply,
+        {"params": PARAMS},
+        [X[:3], X[3:]],
+        method=method,
+        percentile=90.0,
         ema_decay=0.5,
     )
     a0, a1 = float(jnp.max(jnp.abs(X[:3]))), float(jnp.max(jnp.abs(X[3:])))

@@ -14,10 +14,10 @@ from jaxcompress.quant import _calibration
 _KTH = jax.jit(jc.quant.kth_largest, static_argnums=(1, 2))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     hnp.arrays(np.float32, (5, 12), elements=st.floats(-1e6, 1e6, width=32)),
-    st.integers(1, 12),
+    st.sampled_from([1, 5, 12]),
 )
 def test_kth_largest_matches_sort(x, k):
     got = np.asarray(_KTH(jnp.asarray(x), k, (1,)))
@@ -27,7 +27,8 @@ def test_kth_largest_matches_sort(x, k):
 
 def test_kth_largest_handles_ties_negatives_and_infinities():
     x = jnp.array([[-jnp.inf, -3.0, -3.0, 2.0, jnp.inf, 0.0, -0.0]])
-    got = [float(_KTH(x, k, (1,))[0, 0]) for k in range(1, 8)]
+    all_k = jax.jit(lambda x: [jc.quant.kth_largest(x, k, (1,)) for k in range(1, 8)])
+    got = [float(v[0, 0]) for v in all_k(x)]
     assert got == [np.inf, 2.0, 0.0, 0.0, -3.0, -3.0, -np.inf]
 
 
@@ -39,7 +40,7 @@ def _w(seed=0, shape=(64, 8)):
 def test_percentile_clips_the_outlier_and_matches_numpy():
     w = _w()
     comp = jc.quant.qat(bits=4, calibration="percentile", percentile=98.0)
-    s = comp.init({"w": w}).scale["w"]
+    s = jax.jit(comp.init)({"w": w}).scale["w"]
     a = np.sort(np.abs(np.asarray(w)), axis=0)[::-1]
     k = _calibration.percentile_rank(98.0, 64)
     assert k == 2
@@ -50,9 +51,8 @@ def test_percentile_clips_the_outlier_and_matches_numpy():
 
 def test_percentile_asymmetric_tails():
     w = jnp.concatenate([jnp.linspace(-1.0, 3.0, 101), jnp.array([50.0, -20.0])])[:, None]
-    st_ = jc.quant.qat(bits=8, symmetric=False, calibration="percentile", percentile=99.0).init(
-        {"w": w}
-    )
+    comp = jc.quant.qat(bits=8, symmetric=False, calibration="percentile", percentile=99.0)
+    st_ = jax.jit(comp.init)({"w": w})
     s, z = float(st_.scale["w"][0, 0]), float(st_.zero_point["w"][0, 0])
     lo, hi = -z * s, (255 - z) * s
     assert -1.2 < lo < -0.8 and 2.8 < hi < 3.2
@@ -64,7 +64,7 @@ def test_mse_search_never_worse_than_minmax(sym):
     errs = {}
     for cal in ("minmax", "mse"):
         comp = jc.quant.qat(bits=3, symmetric=sym, calibration=cal)
-        view = comp.apply({"w": w}, comp.init({"w": w}))["w"]
+        view = jax.jit(lambda p, c=comp: c.apply(p, c.init(p)))({"w": w})["w"]
         errs[cal] = np.sum((np.asarray(view) - np.asarray(w)) ** 2, axis=0)
     assert np.all(errs["mse"] <= errs["minmax"] + 1e-5)
     # Gaussian channels gain from clipping the range

@@ -49,18 +49,15 @@ def test_grid_vjp_matches_stop_gradient_reference(ste, sym):
 
 def test_clipped_ste_decides_on_the_rounded_integer():
     # absmax / (absmax / 127) can exceed 127 in float32; the largest weight must keep grad 1.
-    x = jnp.array([[0.1, -0.3, 1.7000000476837158]], jnp.float32)
-    view = jax.jit(lambda x: jc.quant.fake_quant(x, bits=8))
-    g = jax.grad(lambda x: jnp.sum(view(x)))(x)
-    np.testing.assert_array_equal(np.asarray(g), np.ones((1, 3)))
-    found = False
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(jc.quant.fake_quant(x, bits=8))))
+    found = 0
     for v in np.linspace(0.1, 10.0, 2000, dtype=np.float32):
         s = np.float32(v) / np.float32(127)
-        if np.float32(v) / s > 127:
-            found = True
-            g = jax.grad(lambda x: jnp.sum(jc.quant.fake_quant(x, bits=8)))(jnp.array([v, -0.5]))
-            assert g.tolist() == [1.0, 1.0]
-            break
+        if np.float32(v) * (np.float32(1) / s) > 127 or np.float32(v) / s > 127:
+            found += 1
+            assert grad(jnp.array([v, -0.5])).tolist() == [1.0, 1.0]
+            if found == 3:
+                break
     assert found, "no float32 value with absmax/scale > qmax found"
 
 
@@ -77,7 +74,10 @@ def test_sign_and_ternary_vjp_match_reference(ste):
         return jnp.where(jnp.abs(x) <= reach * s, so, jax.lax.stop_gradient(out))
 
     cases = [
-        (lambda x: fq.fq_sign(x, s, ste, False), lambda x: ref(x, jnp.where(x >= 0, 1.0, -1.0), 2.0)),
+        (
+            lambda x: fq.fq_sign(x, s, ste, False),
+            lambda x: ref(x, jnp.where(x >= 0, 1.0, -1.0), 2.0),
+        ),
         (
             lambda x: fq.fq_ternary(x, s, thr, ste),
             lambda x: ref(x, jnp.where(jnp.abs(x) > thr, jnp.sign(x), 0.0), 1.5),
@@ -87,12 +87,12 @@ def test_sign_and_ternary_vjp_match_reference(ste):
         chex.assert_trees_all_close(jax.jit(f)(X), jax.jit(r)(X), rtol=0, atol=5e-7)
         w = jax.random.normal(jax.random.key(1), X.shape)
         chex.assert_trees_all_equal(
-            jax.jit(jax.grad(lambda x: jnp.sum(f(x) * w)))(X),
-            jax.jit(jax.grad(lambda x: jnp.sum(r(x) * w)))(X),
+            jax.jit(jax.grad(lambda x, f=f, w=w: jnp.sum(f(x) * w)))(X),
+            jax.jit(jax.grad(lambda x, r=r, w=w: jnp.sum(r(x) * w)))(X),
         )
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     hnp.arrays(np.float32, (6, 4), elements=st.floats(-100, 100, width=32)),
     st.sampled_from([2, 3, 4, 8]),
@@ -140,10 +140,10 @@ def test_level_counts(bits):
 
 
 def test_asymmetric_uses_all_levels_and_zero_is_exact():
-    x = jnp.linspace(-1.0, 3.0, 301)
-    y = jc.quant.fake_quant(x, bits=4, symmetric=False)
+    fq4 = jax.jit(lambda x: jc.quant.fake_quant(x, bits=4, symmetric=False))
+    y = fq4(jnp.linspace(-1.0, 3.0, 301))
     assert len(np.unique(np.asarray(y))) == 16
-    z = jc.quant.fake_quant(jnp.array([0.0, -1.0, 3.0]), bits=4, symmetric=False)
+    z = fq4(jnp.array([0.0, -1.0, 3.0]))
     assert float(z[0]) == 0.0
 
 
@@ -152,10 +152,15 @@ def test_asymmetric_uses_all_levels_and_zero_is_exact():
 def test_all_zero_and_constant_tensors(bits, sym):
     if bits == "ternary" and not sym:
         pytest.skip("ternary is symmetric")
-    for x in (jnp.zeros((4, 4)), jnp.full((4, 4), 0.37), jnp.full((4, 4), -2.0)):
+    @jax.jit
+    def fwd_grad(x):
         y = jc.quant.fake_quant(x, bits=bits, symmetric=sym, axis=-1)
-        assert bool(jnp.all(jnp.isfinite(y)))
         g = jax.grad(lambda x: jnp.sum(jc.quant.fake_quant(x, bits=bits, symmetric=sym)))(x)
+        return y, g
+
+    for x in (jnp.zeros((4, 4)), jnp.full((4, 4), 0.37), jnp.full((4, 4), -2.0)):
+        y, g = fwd_grad(x)
+        assert bool(jnp.all(jnp.isfinite(y)))
         assert bool(jnp.all(jnp.isfinite(g)))
         if float(x[0, 0]) == 0.0 or bits in (4, 8):
             np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-6)
@@ -187,7 +192,9 @@ def test_per_channel_any_axis(axis, scale_shape):
     red = tuple(a for a in range(3) if scale_shape[a] == 1)
     s = jnp.max(jnp.abs(x), axis=red, keepdims=True) / 3
     assert s.shape == scale_shape
-    np.testing.assert_allclose(np.asarray(y), np.asarray(jnp.clip(jnp.round(x / s), -3, 3) * s), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(y), np.asarray(jnp.clip(jnp.round(x / s), -3, 3) * s), rtol=1e-6
+    )
 
 
 def test_per_group_along_contraction_axis():

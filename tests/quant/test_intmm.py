@@ -22,8 +22,14 @@ def test_int8_dot_general_accumulates_exactly_in_int32():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(bits=8), dict(bits=8, channel_axis=None), dict(bits=4, group_size=8),
-               dict(bits="ternary")], ids=["int8", "int8_tensor", "int4_group", "ternary"]
+    "kwargs",
+    [
+        dict(bits=8),
+        dict(bits=8, channel_axis=None),
+        dict(bits=4, group_size=8),
+        dict(bits="ternary"),
+    ],
+    ids=["int8", "int8_tensor", "int4_group", "ternary"],
 )
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
 def test_qdot_equals_fake_quant_forward(kwargs, static):

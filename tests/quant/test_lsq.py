@@ -34,7 +34,8 @@ def test_lsq_gradient_matches_the_paper(bits):
     qn = 2 ** (bits - 1)  # full signed grid, as in the paper
     # paper's initial value: 2 mean|w| / sqrt(Qp)
     np.testing.assert_allclose(
-        np.asarray(s), 2 * np.mean(np.abs(np.asarray(w)), axis=0, keepdims=True) / np.sqrt(qp),
+        np.asarray(s),
+        2 * np.mean(np.abs(np.asarray(w)), axis=0, keepdims=True) / np.sqrt(qp),
         rtol=1e-6,
     )
     s = s * (0.6 if bits == 2 else 0.3)  # make some entries clip on both sides

@@ -64,7 +64,9 @@ def test_non_finite_weight_inside_jit_stays_in_its_channel(kwargs, bad_value):
     for t in (new.scale, new.zero_point, new.range_max, new.range_min):
         assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(t))
     # the other channels keep their scales
-    np.testing.assert_array_equal(np.asarray(new.scale["w"][:, 1:]), np.asarray(state.scale["w"][:, 1:]))
+    np.testing.assert_array_equal(
+        np.asarray(new.scale["w"][:, 1:]), np.asarray(state.scale["w"][:, 1:])
+    )
     view = comp.apply(bad, new)["w"]
     assert bool(jnp.all(jnp.isfinite(view[:, 1:])))
     if jnp.isnan(bad_value):
@@ -97,7 +99,9 @@ def test_bad_arguments_fail_at_the_factory(kwargs, match):
 
 
 def test_binary_and_ternary_grids():
-    vb = jc.finalize(jc.quant.qat(bits="binary"), {"w": W}, jc.quant.qat(bits="binary").init({"w": W}))
+    vb = jc.finalize(
+        jc.quant.qat(bits="binary"), {"w": W}, jc.quant.qat(bits="binary").init({"w": W})
+    )
     col = np.asarray(vb["w"][:, 0])
     np.testing.assert_allclose(np.abs(col), np.mean(np.abs(np.asarray(W[:, 0]))), rtol=1e-6)
     comp = jc.quant.qat(bits="ternary")
@@ -122,7 +126,9 @@ def test_bits_schedule_8_to_4_changes_levels_and_recalibrates():
     _, state = update({"w": W}, state)
     assert int(state.bits["w"]) == 4
     np.testing.assert_allclose(
-        np.asarray(state.scale["w"]), np.asarray(jnp.max(jnp.abs(W), 0, keepdims=True) / 7), rtol=1e-6
+        np.asarray(state.scale["w"]),
+        np.asarray(jnp.max(jnp.abs(W), 0, keepdims=True) / 7),
+        rtol=1e-6,
     )
     assert _levels(comp.apply({"w": W}, state)["w"]) <= 15
     qp = jc.quant.quantize({"w": W}, state, comp)
@@ -154,7 +160,11 @@ def test_no_retrace_with_schedule_and_calibrate_every(trace_counter):
 
 def test_summary_shows_true_bits_and_bytes():
     comp = jc.rules(
-        [("Dense_0/kernel", jc.quant.qat(bits=4, group_size=4)), ("Dense_1/kernel", jc.quant.qat("ternary")), (".*", None)]
+        [
+            ("Dense_0/kernel", jc.quant.qat(bits=4, group_size=4)),
+            ("Dense_1/kernel", jc.quant.qat("ternary")),
+            (".*", None),
+        ]
     )
     params = {
         "Dense_0": {"kernel": W, "bias": jnp.ones(8)},
