@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> dict:
         "vs_qwix": vs_qwix,
     }
     data["quick"] = bool(args.quick)
-    name = "quant_overhead" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
+    name = (
+        "quant_overhead" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
+    )
     _harness.write_results(name, data, "\n".join(md))
     print("\n".join(md))
     return data

@@ -56,9 +56,7 @@ _CASES = [(n, jnp.float32) for n in CONFIGS] + [
 ]
 
 
-@pytest.mark.parametrize(
-    "name,dtype", _CASES, ids=[f"{n}-{jnp.dtype(d).name}" for n, d in _CASES]
-)
+@pytest.mark.parametrize("name,dtype", _CASES, ids=[f"{n}-{jnp.dtype(d).name}" for n, d in _CASES])
 def test_export_equals_training_forward(name, dtype):
     params = jax.tree.map(lambda x: x.astype(dtype), PARAMS)
     comp = jc.rules([(".*/kernel", jc.quant.qat(**CONFIGS[name])), (".*", None)])

@@ -152,6 +152,7 @@ def test_asymmetric_uses_all_levels_and_zero_is_exact():
 def test_all_zero_and_constant_tensors(bits, sym):
     if bits == "ternary" and not sym:
         pytest.skip("ternary is symmetric")
+
     @jax.jit
     def fwd_grad(x):
         y = jc.quant.fake_quant(x, bits=bits, symmetric=sym, axis=-1)
