@@ -47,7 +47,7 @@ CONFIGS = {
     "int1_asym": dict(bits=1, symmetric=False),
     "binary": dict(bits="binary"),
     "ternary": dict(bits="ternary"),
-    "int6_mse": dict(bits=6, calibration="mse", mse_grid=8),
+    "int6_percentile": dict(bits=6, calibration="percentile", percentile=99.0),
 }
 
 
