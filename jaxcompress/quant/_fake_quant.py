@@ -340,10 +340,10 @@ def fake_quant(
     """Quantize-dequantize ``x`` with a straight-through gradient.
 
     ``q = clip(round(x / scale) + zero_point, qmin, qmax)`` and the result is
-    ``(q - zero_point) * scale``, computed in float32 and cast back to ``x.dtype`` (bf16 stays
-    bf16). Without ``scale`` the range is calibrated by min-max (symmetric: ``max|x|``;
-    asymmetric: ``[min(x, 0), max(x, 0)]``) at the requested granularity, behind
-    ``stop_gradient``.
+    ``(q - zero_point) * scale``, computed in float32 (the division as a multiply by the
+    per-scale reciprocal) and cast back to ``x.dtype`` (bf16 stays bf16). Without ``scale``
+    the range is calibrated by min-max (symmetric: ``max|x|``; asymmetric:
+    ``[min(x, 0), max(x, 0)]``) at the requested granularity, behind ``stop_gradient``.
 
     Args:
       x: the array.
