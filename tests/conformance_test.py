@@ -28,6 +28,9 @@ CASES = [
     ("qat8", lambda: jc.quant.qat(bits=8)),
     ("qat4_per_tensor", lambda: jc.quant.qat(bits=4, channel_axis=None)),
     ("qat1", lambda: jc.quant.qat(bits=1)),
+    ("qat4_asym_group", lambda: jc.quant.qat(bits=4, symmetric=False, group_size=8)),
+    ("qat2_lsq", lambda: jc.quant.qat(bits=2, learn_scale=True)),
+    ("qat8_ema", lambda: jc.quant.qat(bits=8, calibration="ema", calibrate_every=2)),
     ("magnitude50", lambda: jc.prune.magnitude(0.5)),
     ("magnitude75_at2", lambda: jc.prune.magnitude(0.75, at_step=2)),
 ]

@@ -1,83 +1,466 @@
-"""Symmetric fake quantization with a clipped straight-through gradient."""
+"""Fake quantization (quantize-dequantize) with straight-through and LSQ gradients.
+
+Every kernel here works in float32 on the *grouped view* of a leaf (see ``_grid.Layout``) with
+a scale (and zero point) that broadcasts against it, and is a ``jax.custom_vjp`` so that the
+backward pass is exactly the estimator documented below (and cheap: nothing but ``x`` and the
+quantization parameters is saved for it).
+
+Straight-through estimators (``ste``):
+
+* ``"clipped"``: the gradient w.r.t. ``x`` is 1 where the *rounded* level lies inside the grid
+  and 0 outside. Deciding on the rounded integer (``qmin <= round(x / scale) + zp <= qmax``,
+  computed as ``x * (1 / scale)``, see :func:`grid_levels`),
+  not on ``x / scale``, matters: in float32 ``absmax / (absmax / 127)`` can come out slightly
+  above 127, and the largest weight of a channel would wrongly get a zero gradient. For the
+  sign grid ``{-s, +s}`` (level spacing ``2s``) that is ``|x| <= 2s``; for the ternary grid
+  ``{-a, 0, a}`` it is ``|x| <= 1.5a``.
+* ``"identity"``: the gradient is 1 everywhere (Bengio et al. 2013).
+
+Learned step size (LSQ, Esser et al. 2019): the gradient w.r.t. the scale ``s`` is, with
+``v = x / s`` and the zero point ``z`` held fixed,
+``qmin - z`` if ``v + z <= qmin``, ``qmax - z`` if ``v + z >= qmax``, else ``round(v) - v``
+(for a symmetric grid: ``-Qn``, ``Qp``, ``round(v) - v``, eq. 3 of the paper), summed over the
+entries sharing the scale and multiplied by the gradient scale ``g = 1 / sqrt(N * Qp)`` with
+``N`` the number of entries sharing the scale and ``Qp = qmax`` (section 2.2 of the paper).
+"""
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
+from jax import lax
+
+from jaxcompress.quant import _grid
+
+# ----------------------------------------------------------------------------------------
+# Forward helpers (also used by export, so training forward and export round identically).
 
 
-def qmax(bits: int) -> int:
-    """Largest integer level of a symmetric ``bits``-bit grid (1 bit: sign, level 1)."""
-    return max(2 ** (bits - 1) - 1, 1)
+def grid_levels(x: jax.Array, scale: jax.Array, zp: jax.Array | None) -> jax.Array:
+    """Unclipped integer levels ``round(x * (1 / scale)) + zp`` (float32).
+
+    The reciprocal is taken once per scale (per channel / group), so the per-entry work is a
+    multiply, not a division. Training forward, export and the integer matmul all round
+    through this one function, so they agree on every level.
+    """
+    q = jnp.round(x * (1.0 / scale))
+    return q if zp is None else q + zp
 
 
-def check_bits(bits: int, *, where: str = "bits") -> None:
-    """Raises a ValueError unless ``bits`` is an int in 1..8."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-        raise ValueError(f"{where} must be an integer in 1..8, got {bits!r}")
+def grid_dequant(q: jax.Array, scale: jax.Array, zp: jax.Array | None) -> jax.Array:
+    return (q if zp is None else q - zp) * scale
+
+
+def sign_levels(x: jax.Array) -> jax.Array:
+    """Sign levels ``{-1, +1}`` (0 maps to +1)."""
+    return jnp.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+
+
+def ternary_levels(x: jax.Array, threshold: jax.Array) -> jax.Array:
+    """Ternary levels ``{-1, 0, +1}``: ``sign(x)`` where ``|x| > threshold``."""
+    return jnp.where(jnp.abs(x) > threshold, jnp.sign(x), 0.0).astype(x.dtype)
+
+
+def _sum_to(t: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Sums ``t`` over the axes that ``shape`` broadcasts (the inverse of broadcasting)."""
+    if t.shape == shape:
+        return t
+    if len(shape) == 0:
+        return jnp.sum(t)
+    axes = tuple(a for a, n in enumerate(shape) if n == 1 and t.shape[a] != 1)
+    return jnp.sum(t, axis=axes, keepdims=True)
+
+
+def _zeros_or_none(a):
+    return None if a is None else jnp.zeros_like(a)
+
+
+# ----------------------------------------------------------------------------------------
+# Integer grid, fixed scale.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def fq_grid(x, scale, zp, qmin, qmax, ste: str):
+    """``(clip(round(x/s) + z, qmin, qmax) - z) * s`` with a straight-through gradient."""
+    return grid_dequant(jnp.clip(grid_levels(x, scale, zp), qmin, qmax), scale, zp)
+
+
+def _fq_grid_fwd(x, scale, zp, qmin, qmax, ste):
+    q = grid_levels(x, scale, zp)
+    out = grid_dequant(jnp.clip(q, qmin, qmax), scale, zp)
+    # The clipped STE's mask comes from the same rounded levels as the forward (a bool
+    # residual; XLA may re-derive it inside the backward's fusions instead of storing it).
+    inside = None if ste == "identity" else (q >= qmin) & (q <= qmax)
+    return out, (inside, scale, zp, qmin, qmax)
+
+
+def _grid_dx(ste, x, scale, zp, qmin, qmax, g):
+    if ste == "identity":
+        return g
+    q = grid_levels(x, scale, zp)
+    return jnp.where((q >= qmin) & (q <= qmax), g, jnp.zeros_like(g))
+
+
+def _fq_grid_bwd(ste, res, g):
+    inside, scale, zp, qmin, qmax = res
+    dx = g if inside is None else jnp.where(inside, g, jnp.zeros_like(g))
+    return dx, jnp.zeros_like(scale), _zeros_or_none(zp), jnp.zeros_like(qmin), jnp.zeros_like(qmax)
+
+
+fq_grid.defvjp(_fq_grid_fwd, _fq_grid_bwd)
+
+
+# ----------------------------------------------------------------------------------------
+# Integer grid, learned scale (LSQ).
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def fq_grid_lsq(x, scale, zp, qmin, qmax, ste: str):
+    """As :func:`fq_grid`, with the LSQ gradient w.r.t. ``scale`` (see the module docstring)."""
+    return grid_dequant(jnp.clip(grid_levels(x, scale, zp), qmin, qmax), scale, zp)
+
+
+def _fq_lsq_fwd(x, scale, zp, qmin, qmax, ste):
+    return fq_grid_lsq(x, scale, zp, qmin, qmax, ste), (x, scale, zp, qmin, qmax)
+
+
+def _fq_lsq_bwd(ste, res, g):
+    x, scale, zp, qmin, qmax = res
+    dx = _grid_dx(ste, x, scale, zp, qmin, qmax, g)
+    v = x * (1.0 / scale)
+    z = 0.0 if zp is None else zp
+    vz = v + z
+    ds = jnp.where(vz <= qmin, qmin - z, jnp.where(vz >= qmax, qmax - z, jnp.round(v) - v))
+    n = x.size // max(scale.size, 1)
+    gscale = lax.rsqrt(n * qmax)
+    ds = _sum_to(g * ds, scale.shape) * gscale
+    return dx, ds, _zeros_or_none(zp), jnp.zeros_like(qmin), jnp.zeros_like(qmax)
+
+
+fq_grid_lsq.defvjp(_fq_lsq_fwd, _fq_lsq_bwd)
+
+
+# ----------------------------------------------------------------------------------------
+# Sign grid {-s, +s} (1-bit symmetric, binary / XNOR).
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def fq_sign(x, scale, ste: str, learn: bool):
+    """``sign(x) * s`` (0 maps to +s); clipped STE passes where ``|x| <= 2s``."""
+    return sign_levels(x) * scale
+
+
+def _fq_sign_fwd(x, scale, ste, learn):
+    return fq_sign(x, scale, ste, learn), (x, scale)
+
+
+def _fq_sign_bwd(ste, learn, res, g):
+    x, scale = res
+    dx = g if ste == "identity" else jnp.where(jnp.abs(x) <= 2 * scale, g, jnp.zeros_like(g))
+    if learn:
+        n = x.size // max(scale.size, 1)
+        ds = _sum_to(g * sign_levels(x), scale.shape) * (1.0 / math.sqrt(n))
+    else:
+        ds = jnp.zeros_like(scale)
+    return dx, ds
+
+
+fq_sign.defvjp(_fq_sign_fwd, _fq_sign_bwd)
+
+
+# ----------------------------------------------------------------------------------------
+# Ternary grid {-a, 0, +a} with a threshold (TWN).
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def fq_ternary(x, scale, threshold, ste: str):
+    """``a * sign(x) * [|x| > threshold]``; clipped STE passes where ``|x| <= 1.5a``."""
+    return ternary_levels(x, threshold) * scale
+
+
+def _fq_ternary_fwd(x, scale, threshold, ste):
+    return fq_ternary(x, scale, threshold, ste), (x, scale, threshold)
+
+
+def _fq_ternary_bwd(ste, res, g):
+    x, scale, threshold = res
+    dx = g if ste == "identity" else jnp.where(jnp.abs(x) <= 1.5 * scale, g, jnp.zeros_like(g))
+    return dx, jnp.zeros_like(scale), jnp.zeros_like(threshold)
+
+
+fq_ternary.defvjp(_fq_ternary_fwd, _fq_ternary_bwd)
+
+
+# ----------------------------------------------------------------------------------------
+# Calibration-free scales (min-max), used by the functional API and as defaults.
+
+
+def finite_or(s: jax.Array, fallback: jax.typing.ArrayLike) -> jax.Array:
+    """Per-scale values that are non-finite replaced by ``fallback`` (cheap: scale-shaped)."""
+    return jnp.where(jnp.isfinite(s), s, fallback)
+
+
+def finite_or_zero(x: jax.Array) -> jax.Array:
+    """Non-finite entries replaced by 0, so one bad value cannot poison a scale."""
+    return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
+
+
+def safe_scale(s: jax.Array) -> jax.Array:
+    """Scales that are 0 or non-finite (all-zero channels) become 1: no division by zero."""
+    return jnp.where(jnp.isfinite(s) & (s > 0), s, jnp.ones_like(s))
 
 
 def absmax_scale(x: jax.Array, bits: int, *, channel_axis: int | None = -1) -> jax.Array:
     """Per-channel (or per-tensor if ``channel_axis`` is None) symmetric min-max scale.
 
     The scale keeps the rank of ``x`` (size-1 reduced axes) so it broadcasts. An all-zero
-    channel gets scale 1 (no division by zero; it quantizes to zero anyway).
-    For 1 bit the scale is the mean absolute value (sign quantization, XNOR-Net).
+    channel gets scale 1 (no division by zero; it quantizes to zero anyway). For 1 bit the
+    scale is the mean absolute value (sign quantization, XNOR-Net; 0 for an all-zero channel).
+
+    Args:
+      x: the array.
+      bits: bit width 1..8.
+      channel_axis: the axis with one scale per entry, or None for one scale.
+
+    Returns:
+      float32 scale of the rank of ``x``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> absmax_scale(jnp.array([[1.0, -254.0]]), 8, channel_axis=None).tolist()
+      [[2.0]]
+
+    References:
+      Jacob et al. 2018; Rastegari et al. 2016 (XNOR-Net).
     """
-    x = jax.lax.stop_gradient(x).astype(jnp.float32)
+    _grid.check_bits(bits)
+    x = lax.stop_gradient(x).astype(jnp.float32)
     if x.ndim == 0 or channel_axis is None:
         axes = tuple(range(x.ndim))
     else:
         ax = channel_axis % x.ndim
         axes = tuple(a for a in range(x.ndim) if a != ax)
     if bits == 1:
-        s = jnp.mean(jnp.abs(x), axis=axes, keepdims=True)
+        return finite_or(jnp.mean(jnp.abs(x), axis=axes, keepdims=True), 0.0)  # no division
+    return safe_scale(jnp.max(jnp.abs(x), axis=axes, keepdims=True) / (2 ** (bits - 1) - 1))
+
+
+def minmax_params(
+    xg: jax.Array,
+    axes: tuple[int, ...],
+    *,
+    kind: str,
+    symmetric: bool,
+    qmin: jax.typing.ArrayLike,
+    qmax: jax.typing.ArrayLike,
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """Min-max ``(scale, zero_point, threshold)`` of a grouped view (float32, keepdims).
+
+    Symmetric grids: ``scale = max|x| / qmax``. Asymmetric: the range ``[min(x, 0), max(x, 0)]``
+    maps onto ``[qmin, qmax]`` with an integer zero point. Sign grid: ``scale = mean|x|`` (the
+    least-squares optimum for ``sign(x) * s``; 0 for an all-zero slice). Ternary (TWN):
+    ``threshold = 0.7 mean|x|`` and
+    ``scale = mean(|x| : |x| > threshold)``.
+    """
+    # No elementwise clean-up of non-finite entries here (it would cost a full extra pass
+    # over the weights on every calibration): a non-finite entry makes its own slice's
+    # reduction non-finite, and that slice falls back to a finite scale (1, or 0 for sign /
+    # ternary) instead; other slices are unaffected.
+    xg = lax.stop_gradient(xg).astype(jnp.float32)
+    ax = jnp.abs(xg)
+    if kind == "sign":
+        # no division by the scale here: an all-zero slice keeps scale 0 and stays zero
+        return finite_or(jnp.mean(ax, axis=axes, keepdims=True), 0.0), None, None
+    if kind == "ternary":
+        thr = finite_or(0.7 * jnp.mean(ax, axis=axes, keepdims=True), 0.0)
+        big = ax > thr
+        cnt = jnp.sum(big, axis=axes, keepdims=True).astype(jnp.float32)
+        tot = jnp.sum(jnp.where(big, ax, 0.0), axis=axes, keepdims=True)
+        return safe_scale(finite_or(tot, 0.0) / jnp.maximum(cnt, 1.0)), None, thr
+    if symmetric:
+        return safe_scale(jnp.max(ax, axis=axes, keepdims=True) / qmax), None, None
+    lo = jnp.minimum(jnp.min(xg, axis=axes, keepdims=True), 0.0)
+    hi = jnp.maximum(jnp.max(xg, axis=axes, keepdims=True), 0.0)
+    return range_params(lo, hi, qmin=qmin, qmax=qmax)
+
+
+def range_params(
+    lo: jax.Array, hi: jax.Array, *, qmin: jax.typing.ArrayLike, qmax: jax.typing.ArrayLike
+) -> tuple[jax.Array, jax.Array, None]:
+    """Asymmetric ``(scale, zero_point, None)`` mapping ``[lo, hi]`` (containing 0) to the grid."""
+    lo = jnp.minimum(finite_or(lo, 0.0), 0.0)
+    hi = jnp.maximum(finite_or(hi, 0.0), 0.0)
+    scale = safe_scale((hi - lo) / (qmax - qmin))
+    zp = jnp.clip(jnp.round(qmin - lo / scale), qmin, qmax)
+    return scale, zp, None
+
+
+# ----------------------------------------------------------------------------------------
+# The functional API.
+
+
+def _left_pad(a: jax.Array, ndim: int) -> jax.Array:
+    """Numpy broadcasting made explicit (the tests forbid implicit rank promotion)."""
+    if 0 < a.ndim < ndim:
+        return a.reshape((1,) * (ndim - a.ndim) + a.shape)
+    return a
+
+
+def check_finite(x: jax.typing.ArrayLike, *, path: str) -> None:
+    """Raises a ValueError naming ``path`` if a concrete ``x`` holds NaN or Inf (not if traced)."""
+    if isinstance(x, jax.core.Tracer):
+        return
+    bad = ~jnp.isfinite(jnp.asarray(x, jnp.float32))
+    n = int(jnp.sum(bad))
+    if n:
+        raise ValueError(
+            f"{path}: {n} non-finite value(s) (NaN or Inf) in a tensor to quantize; "
+            "quantization scales would be meaningless"
+        )
+
+
+def fake_quant(
+    x: jax.typing.ArrayLike,
+    *,
+    bits: int | str = 8,
+    symmetric: bool = True,
+    axis: int | Sequence[int] | None = None,
+    group_size: int | None = None,
+    group_axis: int = -2,
+    scale: jax.typing.ArrayLike | None = None,
+    zero_point: jax.typing.ArrayLike | None = None,
+    threshold: jax.typing.ArrayLike | None = None,
+    narrow_range: bool = True,
+    ste: str = "clipped",
+) -> jax.Array:
+    """Quantize-dequantize ``x`` with a straight-through gradient.
+
+    ``q = clip(round(x / scale) + zero_point, qmin, qmax)`` and the result is
+    ``(q - zero_point) * scale``, computed in float32 (the division as a multiply by the
+    per-scale reciprocal) and cast back to ``x.dtype`` (bf16 stays bf16). Without ``scale``
+    the range is calibrated by min-max (symmetric: ``max|x|``; asymmetric:
+    ``[min(x, 0), max(x, 0)]``) at the requested granularity, behind ``stop_gradient``.
+
+    Args:
+      x: the array.
+      bits: 1..8, ``"binary"`` (``sign(x) * mean|x|``, XNOR-Net) or ``"ternary"``
+        (``{-a, 0, a}`` with threshold ``0.7 mean|x|``, TWN). 1 bit symmetric is the sign grid.
+      symmetric: symmetric grid (no zero point) or asymmetric with an integer zero point.
+      axis: per-channel granularity: the axis (or axes) that keep one scale per index;
+        None for one scale per tensor.
+      group_size: per-group granularity: one scale per ``group_size`` consecutive entries along
+        ``group_axis`` (and per index of ``axis``).
+      group_axis: the contraction axis that groups run along (``-2``: the input axis of a
+        Flax ``Dense`` kernel ``[in, out]``).
+      scale: explicit scale, broadcastable to ``x`` (or to the grouped view with groups).
+      zero_point: explicit integer zero point (asymmetric only), shaped like ``scale``.
+      threshold: explicit ternary threshold, shaped like ``scale``.
+      narrow_range: symmetric grids use ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` (True) or the
+        full ``[-2**(b-1), 2**(b-1) - 1]``.
+      ste: ``"clipped"`` (0 outside the range, decided on the rounded level) or ``"identity"``.
+
+    Returns:
+      An array of the shape and dtype of ``x``.
+
+    Raises:
+      ValueError: for bad ``bits``/``ste``, a ``group_size`` that does not divide the group
+        axis, a zero point with a symmetric grid, or NaN/Inf in a concrete ``x``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> fake_quant(jnp.array([0.26, -1.0]), bits=8, scale=jnp.array(0.5)).tolist()
+      [0.5, -1.0]
+      >>> fake_quant(jnp.array([0.0, 1.0, 4.0]), bits=2, symmetric=False).tolist()
+      [0.0, 1.3333333730697632, 4.0]
+
+    References:
+      Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient
+      Integer-Arithmetic-Only Inference"; Bengio et al. 2013 (straight-through estimator);
+      Rastegari et al. 2016 (XNOR-Net); Li et al. 2016 (Ternary Weight Networks).
+    """
+    kind, nbits = _grid.parse_bits(bits)
+    if ste not in _grid.STES:
+        raise ValueError(f"fake_quant: ste must be one of {_grid.STES}, got {ste!r}")
+    if kind != "grid" and not symmetric:
+        raise ValueError(f"fake_quant: bits={bits!r} needs symmetric=True")
+    if kind == "grid" and nbits == 1 and symmetric:
+        kind = "sign"
+    if symmetric and zero_point is not None:
+        raise ValueError("fake_quant: zero_point given with symmetric=True; use symmetric=False")
+    if group_size is not None and (
+        isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1
+    ):
+        raise ValueError(f"fake_quant: group_size must be a positive integer, got {group_size!r}")
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"fake_quant: x has dtype {x.dtype}, expected floating point")
+    check_finite(x, path="fake_quant: x")
+    if group_size is not None:
+        gran = "group"
     else:
-        s = jnp.max(jnp.abs(x), axis=axes, keepdims=True) / qmax(bits)
-    return jnp.where(s > 0, s, jnp.ones_like(s))
-
-
-@jax.custom_vjp
-def _fq_clipped(x: jax.Array, scale: jax.Array, qmax_: jax.Array) -> jax.Array:
-    return jnp.clip(jnp.round(x / scale), -qmax_, qmax_) * scale
-
-
-def _fq_fwd(x, scale, qmax_):
-    q = jnp.round(x / scale)
-    # "Inside the range" is decided on the rounded integer, not on x / scale: in float32,
-    # absmax / (absmax / qmax) can come out slightly above qmax.
-    inside = jnp.abs(q) <= qmax_
-    return jnp.clip(q, -qmax_, qmax_) * scale, (inside, scale, qmax_)
-
-
-def _fq_bwd(res, g):
-    inside, scale, qmax_ = res
-    # Exactly 1 inside the range and 0 outside; the scale is not trained here.
-    return jnp.where(inside, g, jnp.zeros_like(g)), jnp.zeros_like(scale), jnp.zeros_like(qmax_)
-
-
-_fq_clipped.defvjp(_fq_fwd, _fq_bwd)
+        gran = "tensor" if axis is None else "channel"
+    lay = _grid.layout(
+        x.shape,
+        granularity=gran,
+        channel_axis=axis,
+        group_size=group_size,
+        contraction_axis=group_axis,
+        path="fake_quant: x",
+    )
+    qmin, qmax = _grid.qrange(nbits, symmetric=symmetric, narrow_range=narrow_range)
+    qmin_a, qmax_a = jnp.float32(qmin), jnp.float32(qmax)
+    xg = lay.to_grouped(x.astype(jnp.float32))
+    if scale is None:
+        s, zp, thr = minmax_params(
+            xg, lay.reduce_axes, kind=kind, symmetric=symmetric, qmin=qmin_a, qmax=qmax_a
+        )
+    else:
+        s = _left_pad(jnp.asarray(scale, jnp.float32), xg.ndim)
+        zp = (
+            None if zero_point is None else _left_pad(jnp.asarray(zero_point, jnp.float32), xg.ndim)
+        )
+        if not symmetric and zp is None:
+            zp = jnp.zeros_like(s)
+        thr = None
+    s = lax.stop_gradient(s)
+    if threshold is not None:
+        thr = _left_pad(jnp.asarray(threshold, jnp.float32), xg.ndim)
+    if kind == "sign":
+        out = fq_sign(xg, s, ste, False)
+    elif kind == "ternary":
+        if thr is None:
+            thr = 0.5 * s
+        out = fq_ternary(xg, s, lax.stop_gradient(thr), ste)
+    else:
+        zp = None if zp is None else lax.stop_gradient(zp)
+        out = fq_grid(xg, s, zp, qmin_a, qmax_a, ste)
+    return lay.from_grouped(out).astype(x.dtype)
 
 
 def fake_quant_symmetric(x: jax.Array, scale: jax.Array, bits: int) -> jax.Array:
-    """Quantize-dequantize ``x`` on a symmetric grid with a clipped straight-through gradient.
+    """Quantize-dequantize ``x`` on a symmetric (narrow) grid with a clipped STE.
 
-    Forward: ``clip(round(x / scale), -qmax, qmax) * scale`` (1 bit: ``sign(x) * scale``).
-    Backward: 1 where the rounded level is inside ``[-qmax, qmax]``, 0 outside.
-    The computation runs in float32 and is cast back to ``x.dtype``.
+    Shorthand for ``fake_quant(x, bits=bits, scale=scale)``.
+
+    Args:
+      x: the array.
+      scale: the scale, broadcastable to ``x``.
+      bits: bit width 1..8 (1 bit: ``sign(x) * scale``).
+
+    Returns:
+      An array of the shape and dtype of ``x``.
 
     Example:
       >>> import jax.numpy as jnp
       >>> fake_quant_symmetric(jnp.array([0.26, -1.0]), jnp.array(0.5), 8).tolist()
       [0.5, -1.0]
+
+    References:
+      Jacob et al. 2018; Bengio et al. 2013.
     """
-    xf = x.astype(jnp.float32)
-    scale = jax.lax.stop_gradient(scale).astype(jnp.float32)
-    if bits == 1:
-        # sign with a scale; gradient passes straight through where |x| <= scale.
-        q = jnp.where(xf >= 0, 1.0, -1.0)
-        inside = jnp.abs(xf) <= scale
-        out = xf + jax.lax.stop_gradient(q * scale - xf)
-        out = jnp.where(inside, out, jax.lax.stop_gradient(out))
-        return out.astype(x.dtype)
-    return _fq_clipped(xf, scale, jnp.asarray(qmax(bits), jnp.float32)).astype(x.dtype)
+    _grid.check_bits(bits)
+    return fake_quant(x, bits=bits, scale=scale)

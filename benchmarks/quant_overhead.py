@@ -1,0 +1,202 @@
+"""Step-time overhead of quantization-aware training vs the float step, and vs Qwix.
+
+MLP 784-512-512-10, batch 256, adam, one jitted train step per variant (``jc.flax.TrainState``
+for ours, a plain linen TrainState for Qwix), timed in interleaved rounds (medians).
+Variants: float; int8 per-channel weights; int4 per-group weights (group 128, 112 for the
+784-input layer); w8a8 (int8 per-channel weights + dynamic per-token int8 activations);
+Qwix QAT (``QtProvider``) int8 weights and w8a8 on the same model in the same run.
+
+Targets (ratios to float): int8 <= 1.03, int4 per-group <= 1.05, w8a8 <= 1.08, and not
+slower than Qwix.
+
+Run: ``PYTHONPATH=. python benchmarks/quant_overhead.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+
+import jaxcompress as jc
+from benchmarks import _harness
+
+BATCH = 256
+FEATURES = (512, 512, 10)
+TARGETS = {"int8": 1.03, "int4_group": 1.05, "w8a8": 1.08}
+
+
+def _kernels(comp):
+    return jc.rules([(".*/kernel", comp), (".*", None)])
+
+
+def ours_step(model, params, comp, act_bits, x, y):
+    state = jc.flax.TrainState.create(
+        apply_fn=model.apply, params=params, tx=optax.adam(1e-3), compressor=comp
+    )
+
+    def ctx():
+        if act_bits is None:
+            return contextlib.nullcontext()
+        return jc.flax.quantize_activations(act_bits)
+
+    @jax.jit
+    def step(state, x, y):
+        def loss_fn(v):
+            with ctx():
+                logits = state.apply_fn({"params": state.compress(v)}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        return state.apply_gradients(grads=jax.grad(loss_fn)(state.trainables))
+
+    return state, step
+
+
+def qwix_step(model, x, y, act_qtype):
+    import qwix
+
+    rule = qwix.QtRule(module_path=".*", weight_qtype="int8", act_qtype=act_qtype)
+    qmodel = qwix.quantize_model(model, qwix.QtProvider([rule]))
+    variables = qmodel.init(jax.random.key(0), x)
+    state = train_state.TrainState.create(
+        apply_fn=qmodel.apply, params=variables["params"], tx=optax.adam(1e-3)
+    )
+
+    @jax.jit
+    def step(state, x, y):
+        def loss_fn(p):
+            logits = state.apply_fn({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        return state.apply_gradients(grads=jax.grad(loss_fn)(state.params))
+
+    return state, step
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few rounds (smoke test)")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--tag", default="", help="suffix of the result files (another machine)")
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (4 if args.quick else 60)
+    inner = 2 if args.quick else 5
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((BATCH, 784), np.float32))
+    y = jnp.asarray(rng.integers(0, 10, BATCH).astype(np.int32))
+    model = jc.workloads.MLP(FEATURES)
+    params = model.init(jax.random.key(0), x)["params"]
+
+    int4_group = jc.rules(
+        [
+            ("Dense_0/kernel", jc.quant.qat(bits=4, group_size=112)),
+            (".*/kernel", jc.quant.qat(bits=4, group_size=128)),
+            (".*", None),
+        ]
+    )
+    setups = {
+        "float": ours_step(model, params, jc.identity(), None, x, y),
+        "int8": ours_step(model, params, _kernels(jc.quant.qat(bits=8)), None, x, y),
+        "int8_identity_ste": ours_step(
+            model, params, _kernels(jc.quant.qat(bits=8, ste="identity")), None, x, y
+        ),
+        "int4_group": ours_step(model, params, int4_group, None, x, y),
+        "w8a8": ours_step(model, params, _kernels(jc.quant.qat(bits=8)), 8, x, y),
+    }
+    try:
+        import qwix  # noqa: F401
+
+        setups["qwix_int8"] = qwix_step(model, x, y, None)
+        setups["qwix_w8a8"] = qwix_step(model, x, y, "int8")
+        qwix_note = "qwix " + __import__("qwix").__version__
+    except ImportError:
+        qwix_note = "qwix not installed"
+
+    states = {k: s for k, (s, _) in setups.items()}
+    cpu: dict[str, list[float]] = {k: [] for k in setups}
+
+    def make(name):
+        step = setups[name][1]
+
+        def run():
+            t0 = time.process_time()
+            states[name] = step(states[name], x, y)
+            jax.block_until_ready(states[name].params)
+            cpu[name].append(time.process_time() - t0)
+
+        return run
+
+    timings = _harness.time_interleaved(
+        {k: make(k) for k in setups}, rounds=rounds, warmup=3, inner=inner
+    )
+    ratios = _harness.ratios(timings, "float")
+    # CPU time of the process per step (all its threads): far less sensitive than wall time
+    # to the other jobs sharing the machine; measured inside the same interleaved rounds.
+    cpu_med = {k: statistics.median(v[3:] or v) for k, v in cpu.items()}  # skip warm-up
+    cpu_ratios = {k: v / cpu_med["float"] for k, v in cpu_med.items()}
+    rows = []
+    for name, t in timings.items():
+        row = {
+            "variant": name,
+            "wall_median_ms": t["median_s"] * 1e3,
+            "wall_p10_ms": t["p10_s"] * 1e3,
+            "wall_p90_ms": t["p90_s"] * 1e3,
+            "wall_ratio": ratios[name],
+            "cpu_median_ms": cpu_med[name] * 1e3,
+            "cpu_ratio": cpu_ratios[name],
+            "target": TARGETS.get(name, ""),
+        }
+        rows.append(row)
+    vs_qwix = {}
+    if "qwix_int8" in timings:
+        for ours, theirs in (("int8", "qwix_int8"), ("w8a8", "qwix_w8a8")):
+            vs_qwix[f"{ours}_vs_{theirs}_wall"] = (
+                timings[ours]["median_s"] / timings[theirs]["median_s"]
+            )
+            vs_qwix[f"{ours}_vs_{theirs}_cpu"] = cpu_med[ours] / cpu_med[theirs]
+    md = [
+        "# Quantization step-time overhead",
+        "",
+        f"MLP 784-512-512-10, batch {BATCH}, adam; jitted train step; {rounds} interleaved "
+        f"rounds of {inner} steps, medians. Backend {jax.default_backend()}, "
+        f"{len(jax.devices())} device(s); {qwix_note}. The machine is shared with other jobs "
+        "(2 cores, load average ~10 during the run), so wall times are noisy; the CPU-time "
+        "columns (process CPU seconds per step, same rounds) are the steadier comparison.",
+        "",
+        _harness.markdown_table(rows),
+        "",
+    ]
+    if vs_qwix:
+        md += [
+            "Ours vs Qwix QAT on the same model, same run (< 1 means faster):",
+            "",
+            _harness.markdown_table([{k: v for k, v in vs_qwix.items()}]),
+        ]
+    data = {
+        "timings": timings,
+        "ratios": ratios,
+        "cpu_median_s": cpu_med,
+        "cpu_ratios": cpu_ratios,
+        "targets": TARGETS,
+        "vs_qwix": vs_qwix,
+    }
+    data["quick"] = bool(args.quick)
+    name = (
+        "quant_overhead" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
+    )
+    _harness.write_results(name, data, "\n".join(md))
+    print("\n".join(md))
+    return data
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,358 @@
+"""Activation quantization for Flax: linen method interception and the NNX dot_general hook.
+
+Weights are quantized by a Compressor on the params pytree (``jc.quant.qat``); activations
+are quantized where they enter a layer:
+
+* linen: :func:`quantize_activations` is a context manager around ``model.apply`` that
+  intercepts the ``__call__`` of the chosen module types (``nn.intercept_methods``) and
+  fake-quantizes their input (dynamic per-token scales, or static calibrated ranges from
+  :func:`calibrate_activations`). With ``int_matmul=True``, or when a ``Dense`` kernel is an
+  exported :class:`jaxcompress.quant.QArray`, the ``Dense`` runs a real int8 x int8 -> int32
+  ``lax.dot_general`` instead.
+* NNX: :func:`quantized_dot_general` returns a function with ``lax.dot_general``'s signature
+  for the ``dot_general=`` argument of ``nnx.Linear`` / ``nnx.Einsum`` / ``nnx.LinearGeneral``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxcompress.quant import _calibration, _fake_quant, _grid, _intmm
+from jaxcompress.quant._export import QArray
+
+_DEFAULT_MODULES = (nn.Dense,)
+
+
+def _module_path(module: nn.Module) -> str:
+    return "/".join(str(p) for p in module.path)
+
+
+def _check_act_bits(bits: Any, where: str) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(f"{where}: bits must be an integer in 2..8, got {bits!r}")
+
+
+def _int_dense(module: nn.Dense, x: jax.Array, kernel: Any, *, bits, per_token, absmax):
+    """A linen Dense on integers: exported QArray kernel, or a float kernel quantized int8."""
+    if not isinstance(kernel, QArray):
+        w = jnp.asarray(kernel, jnp.float32)
+        sw = _fake_quant.safe_scale(jnp.max(jnp.abs(w), axis=0, keepdims=True) / 127.0)
+        qw = jnp.clip(_fake_quant.grid_levels(w, sw, None), -127, 127)
+        kernel = QArray(
+            values=qw.astype(jnp.int8),
+            scale=sw,
+            zero_point=None,
+            bits=8,
+            kind="grid",
+            qmin=-127,
+            shape=tuple(w.shape),
+            grouped_shape=tuple(w.shape),
+            dtype="float32",
+        )
+    dtype = module.dtype or x.dtype
+    y = _intmm.qdot(x, kernel, act_bits=bits, per_token=per_token, act_absmax=absmax)
+    if module.use_bias:
+        y = y + jnp.reshape(module.get_variable("params", "bias"), (1,) * (y.ndim - 1) + (-1,))
+    return y.astype(dtype)
+
+
+@contextlib.contextmanager
+def quantize_activations(
+    bits: int = 8,
+    *,
+    per_token: bool = True,
+    ranges: Mapping[str, jax.typing.ArrayLike] | None = None,
+    int_matmul: bool = False,
+    modules: Sequence[type[nn.Module]] = _DEFAULT_MODULES,
+    exclude: str | None = None,
+    ste: str = "clipped",
+) -> Iterator[None]:
+    """Quantizes the input activations of linen layers inside ``model.apply`` (context manager).
+
+    Use around the forward, inside or outside ``jit`` (interception happens at trace time)::
+
+      with jc.flax.quantize_activations(8):
+          logits = model.apply({"params": state.compress(v)}, x)   # w8a8 fake quant (QAT)
+
+    The input of every intercepted layer is fake-quantized on a symmetric grid with a
+    straight-through gradient: *dynamic* (one scale per token, ``max|x|`` over the features,
+    every call) unless ``ranges`` gives a *static* calibrated range per layer path
+    (:func:`calibrate_activations`). Integer inference: with ``int_matmul=True``, or when a
+    ``Dense`` kernel in the variables is an exported :class:`~jaxcompress.quant.QArray`
+    (``jc.quant.quantize``), the ``Dense`` computes ``int8 x int8 -> int32`` with
+    ``lax.dot_general`` and rescales once (no gradient: inference only).
+
+    Args:
+      bits: activation bit width, 2..8.
+      per_token: dynamic scales per token (else one per tensor).
+      ranges: ``{layer path: absmax}`` static ranges, e.g. from
+        :func:`calibrate_activations`; every intercepted layer needs one.
+      int_matmul: run ``Dense`` layers as real integer matmuls (float kernels are quantized
+        to int8 per output channel on the fly).
+      modules: the module types whose input is quantized (the input is the first positional
+        argument of ``__call__``); ``Dense`` by default.
+      exclude: a regex of layer paths (``re.fullmatch``, e.g. ``"Dense_2"``) left in float.
+      ste: ``"clipped"`` or ``"identity"``.
+
+    Yields:
+      Nothing; the interception is active inside the ``with`` block.
+
+    Raises:
+      ValueError: for bad arguments up front; inside, if a layer has no static range (the
+        message lists the calibrated paths) or an integer Dense gets a non-2-D kernel.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxcompress as jc
+      >>> model = jc.workloads.MLP((8, 4))
+      >>> x = jax.random.normal(jax.random.key(0), (2, 6))
+      >>> params = model.init(jax.random.key(1), x)["params"]
+      >>> with jc.flax.quantize_activations(8):
+      ...     y = model.apply({"params": params}, x)
+      >>> y.shape
+      (2, 4)
+
+    References:
+      Jacob et al. 2018; Dettmers et al. 2022 (per-token scales).
+    """
+    _check_act_bits(bits, "quantize_activations")
+    if ste not in _grid.STES:
+        raise ValueError(f"quantize_activations: ste must be one of {_grid.STES}, got {ste!r}")
+    modules = tuple(modules)
+    if not modules or not all(isinstance(m, type) and issubclass(m, nn.Module) for m in modules):
+        raise ValueError(
+            f"quantize_activations: modules must be linen Module types, got {modules!r}"
+        )
+    skip = re.compile(exclude) if exclude is not None else None
+    ranges = dict(ranges) if ranges is not None else None
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name != "__call__" or not isinstance(module, modules) or not args:
+            return next_fun(*args, **kwargs)
+        path = _module_path(module)
+        if skip is not None and skip.fullmatch(path):
+            return next_fun(*args, **kwargs)
+        absmax = None
+        if ranges is not None:
+            if path not in ranges:
+                raise ValueError(
+                    f"quantize_activations: no static range for layer {path!r}; calibrated "
+                    f"layers: {', '.join(sorted(ranges)) or '(none)'}"
+                )
+            absmax = ranges[path]
+        x = args[0]
+        if isinstance(module, nn.Dense):
+            kernel = module.get_variable("params", "kernel")
+            if int_matmul or isinstance(kernel, QArray):
+                return _int_dense(module, x, kernel, bits=bits, per_token=per_token, absmax=absmax)
+        xq = _intmm.fake_quant_activation(x, bits, per_token=per_token, absmax=absmax, ste=ste)
+        return next_fun(xq, *args[1:], **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        yield
+
+
+_METHODS = ("minmax", "percentile", "ema")
+
+
+def calibrate_activations(
+    apply_fn: Callable[..., Any],
+    variables: Any,
+    batches: Iterable[Any],
+    *,
+    method: str = "minmax",
+    percentile: float = 99.99,
+    ema_decay: float = 0.9,
+    modules: Sequence[type[nn.Module]] = _DEFAULT_MODULES,
+    **apply_kwargs: Any,
+) -> dict[str, jax.Array]:
+    """Static activation ranges of linen layers from a few calibration batches.
+
+    Runs ``apply_fn(variables, *batch, **apply_kwargs)`` (jitted once) on each batch,
+    recording ``max|x|`` (or the ``percentile`` of ``|x|``, found without sorting) of the
+    input of every layer of the given ``modules`` types, and combines the batches:
+    ``minmax``: the maximum; ``percentile``: the mean of the per-batch percentiles;
+    ``ema``: an exponential moving average (``ema_decay``).
+
+    Args:
+      apply_fn: usually ``model.apply``.
+      variables: ``{"params": ...}`` (float or fake-quantized params).
+      batches: an iterable of inputs (an array, or a tuple of positional inputs) per batch.
+      method: ``"minmax"``, ``"percentile"`` or ``"ema"``.
+      percentile: for ``"percentile"``, in ``(0, 100]``.
+      ema_decay: for ``"ema"``, in ``[0, 1)``.
+      modules: the module types whose input is recorded.
+      **apply_kwargs: static keyword arguments of ``apply_fn`` (e.g. ``train=False``).
+
+    Returns:
+      ``{layer path: float32 absmax}``, for :func:`quantize_activations`'s ``ranges``.
+
+    Raises:
+      ValueError: for a bad method / percentile / decay, no batch, or no layer found.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxcompress as jc
+      >>> model = jc.workloads.MLP((8, 4))
+      >>> x = jax.random.normal(jax.random.key(0), (16, 6))
+      >>> v = model.init(jax.random.key(1), x)
+      >>> ranges = jc.flax.calibrate_activations(model.apply, v, [x[:8], x[8:]])
+      >>> sorted(ranges)
+      ['Dense_0', 'Dense_1']
+
+    References:
+      Nagel et al. 2021, "A White Paper on Neural Network Quantization" (range setting).
+    """
+    if method not in _METHODS:
+        raise ValueError(f"calibrate_activations: method must be one of {_METHODS}, got {method!r}")
+    if not (isinstance(percentile, (int, float)) and 0.0 < percentile <= 100.0):
+        raise ValueError(
+            f"calibrate_activations: percentile must be in (0, 100], got {percentile!r}"
+        )
+    if not (isinstance(ema_decay, (int, float)) and 0.0 <= ema_decay < 1.0):
+        raise ValueError(f"calibrate_activations: ema_decay must be in [0, 1), got {ema_decay!r}")
+    modules = tuple(modules)
+
+    def stat(x):
+        a = jnp.abs(_fake_quant.finite_or_zero(x.astype(jnp.float32)))
+        if method != "percentile":
+            return jnp.max(a)
+        k = _calibration.percentile_rank(percentile, a.size)
+        return _calibration.kth_largest(a, k, tuple(range(a.ndim))).reshape(())
+
+    def run(variables, *inputs):
+        found: dict[str, jax.Array] = {}
+
+        def interceptor(next_fun, args, kwargs, context):
+            m = context.module
+            if context.method_name == "__call__" and isinstance(m, modules) and args:
+                path = _module_path(m)
+                s = stat(args[0])
+                found[path] = jnp.maximum(found[path], s) if path in found else s
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(interceptor):
+            apply_fn(variables, *inputs, **apply_kwargs)
+        return found
+
+    run = jax.jit(run)
+    out: dict[str, jax.Array] = {}
+    n = 0
+    for batch in batches:
+        inputs = batch if isinstance(batch, tuple) else (batch,)
+        stats = jax.device_get(run(variables, *inputs))
+        for path, s in stats.items():
+            s = np.float32(s)
+            if path not in out:
+                out[path] = s
+            elif method == "minmax":
+                out[path] = np.maximum(out[path], s)
+            elif method == "ema":
+                out[path] = np.float32(ema_decay * out[path] + (1 - ema_decay) * s)
+            else:
+                out[path] = out[path] + s
+        n += 1
+    if n == 0:
+        raise ValueError("calibrate_activations: no calibration batch was given")
+    if not out:
+        raise ValueError(
+            f"calibrate_activations: no layer of types {[m.__name__ for m in modules]} was called"
+        )
+    if method == "percentile":
+        out = {p: s / n for p, s in out.items()}
+    return {p: jnp.asarray(s, jnp.float32) for p, s in out.items()}
+
+
+def quantized_dot_general(
+    bits: int = 8,
+    *,
+    per_token: bool = True,
+    absmax: jax.typing.ArrayLike | None = None,
+    int_matmul: bool = False,
+    ste: str = "clipped",
+) -> Callable[..., jax.Array]:
+    """A ``lax.dot_general`` replacement that quantizes the activations (NNX injection point).
+
+    Pass it as ``dot_general=`` to ``nnx.Linear`` (or ``nnx.LinearGeneral``, ``nnx.Einsum``):
+    the left operand (the activations) is fake-quantized with one scale per token (reduced
+    over its contracting axes), or with a static calibrated ``absmax``. The right operand
+    (the kernel) is whatever the layer holds: quantize the weights with ``jc.quant.qat`` on
+    the ``nnx.split`` params. With ``int_matmul=True`` both operands become int8 (the kernel
+    per output channel, on the fly) and ``lax.dot_general`` accumulates in int32 (inference).
+
+    Args:
+      bits: activation bit width, 2..8.
+      per_token: dynamic scales per token (else one per tensor).
+      absmax: a static calibrated activation range (scalar).
+      int_matmul: real int8 x int8 -> int32 matmul (no gradient).
+      ste: ``"clipped"`` or ``"identity"``.
+
+    Returns:
+      ``fn(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None)``.
+
+    Raises:
+      ValueError: for bad arguments; with ``int_matmul``, for batch dimensions.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.nnx as nnx, jaxcompress as jc
+      >>> layer = nnx.Linear(6, 3, dot_general=jc.flax.quantized_dot_general(8),
+      ...                    rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((2, 6))).shape
+      (2, 3)
+
+    References:
+      Jacob et al. 2018; Dettmers et al. 2022.
+    """
+    _check_act_bits(bits, "quantized_dot_general")
+    if ste not in _grid.STES:
+        raise ValueError(f"quantized_dot_general: ste must be one of {_grid.STES}, got {ste!r}")
+    qmax = float(2 ** (bits - 1) - 1)
+
+    def lhs_scale(lhs, contract):
+        if absmax is not None:
+            s = jnp.reshape(jnp.asarray(absmax, jnp.float32), (1,) * lhs.ndim) / qmax
+            return _fake_quant.safe_scale(s)
+        a = jnp.abs(lax.stop_gradient(lhs).astype(jnp.float32))
+        axes = tuple(contract) if per_token else tuple(range(lhs.ndim))
+        return _fake_quant.safe_scale(jnp.max(a, axis=axes, keepdims=True) / qmax)
+
+    def fn(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
+        (lc, rc), (lb, rb) = dimension_numbers
+        sx = lhs_scale(lhs, lc)
+        lo, hi = jnp.float32(-qmax), jnp.float32(qmax)
+        if not int_matmul:
+            # dynamic scales never clip (see jc.quant.fake_quant_activation): identity is exact
+            kind = ste if absmax is not None else "identity"
+            xq = _fake_quant.fq_grid(lhs.astype(jnp.float32), sx, None, lo, hi, kind)
+            return lax.dot_general(
+                xq.astype(lhs.dtype),
+                rhs,
+                dimension_numbers,
+                precision=precision,
+                preferred_element_type=preferred_element_type,
+                **kw,
+            )
+        if lb or rb:
+            raise ValueError("quantized_dot_general: int_matmul does not support batch dims")
+        qx = jnp.clip(_fake_quant.grid_levels(lhs.astype(jnp.float32), sx, None), lo, hi)
+        qx = qx.astype(jnp.int8)
+        w = rhs.astype(jnp.float32)
+        sw = _fake_quant.safe_scale(jnp.max(jnp.abs(w), axis=tuple(rc), keepdims=True) / 127.0)
+        qw = jnp.clip(_fake_quant.grid_levels(w, sw, None), -127, 127).astype(jnp.int8)
+        acc = _intmm.int8_dot_general(qx, qw, dimension_numbers).astype(jnp.float32)
+        lhs_free = [d for i, d in enumerate(lhs.shape) if i not in lc]
+        rhs_free = [d for i, d in enumerate(rhs.shape) if i not in rc]
+        sx_o = sx.reshape([d for i, d in enumerate(sx.shape) if i not in lc] + [1] * len(rhs_free))
+        sw_o = sw.reshape([1] * len(lhs_free) + [d for i, d in enumerate(sw.shape) if i not in rc])
+        out_dtype = preferred_element_type or jnp.result_type(lhs.dtype, rhs.dtype)
+        return (acc * sx_o * sw_o).astype(out_dtype)
+
+    return fn

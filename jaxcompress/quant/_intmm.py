@@ -1,0 +1,219 @@
+"""Activation quantization numerics and the real integer matmul (int8 x int8 -> int32).
+
+Activations are quantized symmetrically (narrow grid, so ``int8`` holds them), either
+*dynamically* with one scale per token (``max|x|`` over the feature axis, every call) or
+*statically* with a calibrated scale. :func:`qdot` runs ``lax.dot_general`` on the int8
+activations and int8 weights with int32 accumulation and rescales once per output: the same
+numbers as fake-quantized activations times fake-quantized weights, to float rounding.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcompress.quant import _fake_quant, _grid
+from jaxcompress.quant._export import QArray
+
+
+def _act_qmax(bits: int) -> float:
+    _grid.check_bits(bits, where="act_bits")
+    if bits < 2:
+        raise ValueError(f"act_bits must be in 2..8, got {bits!r}")
+    return float(2 ** (bits - 1) - 1)
+
+
+def activation_scale(
+    x: jax.Array,
+    bits: int = 8,
+    *,
+    per_token: bool = True,
+    absmax: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+    """Symmetric activation scale: dynamic ``max|x| / qmax`` per token, or ``absmax / qmax``.
+
+    Args:
+      x: activations ``[..., features]``.
+      bits: 2..8.
+      per_token: one scale per token (all axes but the last kept); else one per tensor.
+      absmax: a static (calibrated) range; overrides the dynamic one.
+
+    Returns:
+      float32 scale of the rank of ``x`` (size-1 feature axis), behind ``stop_gradient``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> activation_scale(jnp.array([[1.0, -127.0], [0.5, 2.54]])).tolist()
+      [[1.0], [0.019999999552965164]]
+    """
+    qmax = _act_qmax(bits)
+    if absmax is not None:
+        s = jnp.asarray(absmax, jnp.float32) / qmax
+        return _fake_quant.safe_scale(jnp.reshape(s, (1,) * x.ndim) if s.ndim == 0 else s)
+    a = jnp.abs(lax.stop_gradient(x).astype(jnp.float32))  # non-finite rows: scale 1
+    if per_token and x.ndim >= 1:
+        m = jnp.max(a, axis=-1, keepdims=True)
+    else:
+        m = jnp.max(a, keepdims=True)
+    return _fake_quant.safe_scale(m / qmax)
+
+
+def fake_quant_activation(
+    x: jax.Array,
+    bits: int = 8,
+    *,
+    per_token: bool = True,
+    absmax: jax.typing.ArrayLike | None = None,
+    ste: str = "clipped",
+) -> jax.Array:
+    """Quantize-dequantize activations (see :func:`activation_scale`) with an STE.
+
+    Args:
+      x: activations ``[..., features]``.
+      bits: 2..8.
+      per_token: dynamic per-token scales (else one per tensor).
+      absmax: static calibrated range (values beyond it are clipped; their gradient is 0
+        with the clipped STE).
+      ste: ``"clipped"`` or ``"identity"``.
+
+    Returns:
+      Array of the shape and dtype of ``x``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> fake_quant_activation(jnp.array([[0.3, -1.0]]), 2).tolist()
+      [[0.0, -1.0]]
+
+    References:
+      Jacob et al. 2018; Dettmers et al. 2022 (LLM.int8(), per-token scales).
+    """
+    if ste not in _grid.STES:
+        raise ValueError(f"fake_quant_activation: ste must be one of {_grid.STES}, got {ste!r}")
+    qmax = _act_qmax(bits)
+    s = activation_scale(x, bits, per_token=per_token, absmax=absmax)
+    # A dynamic scale comes from max|x| of the very tensor it quantizes, so no entry can fall
+    # outside the range: the clipped STE's mask is identically 1 and the identity kernel is
+    # exact (and skips the mask in the backward pass).
+    ste = "identity" if absmax is None else ste
+    out = _fake_quant.fq_grid(
+        x.astype(jnp.float32), s, None, jnp.float32(-qmax), jnp.float32(qmax), ste
+    )
+    return out.astype(x.dtype)
+
+
+def quantize_activation(
+    x: jax.Array,
+    bits: int = 8,
+    *,
+    per_token: bool = True,
+    absmax: jax.typing.ArrayLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Activations as ``(int8 levels, float32 scale)`` (see :func:`activation_scale`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> q, s = quantize_activation(jnp.array([[0.5, -1.0]]))
+      >>> q.dtype, q.tolist()
+      (dtype('int8'), [[64, -127]])
+    """
+    qmax = _act_qmax(bits)
+    s = activation_scale(x, bits, per_token=per_token, absmax=absmax)
+    q = jnp.clip(_fake_quant.grid_levels(x.astype(jnp.float32), s, None), -qmax, qmax)
+    q = q.astype(jnp.int8)
+    return q, s
+
+
+def int8_dot_general(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    dimension_numbers: lax.DotDimensionNumbers,
+) -> jax.Array:
+    """``lax.dot_general`` of two int8 arrays with exact int32 accumulation.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> a = jnp.full((1, 300), 127, jnp.int8)
+      >>> int(int8_dot_general(a, a.T, (((1,), (0,)), ((), ())))[0, 0])
+      4838700
+    """
+    if lhs.dtype != jnp.int8 or rhs.dtype != jnp.int8:
+        raise TypeError(f"int8_dot_general: operands must be int8, got {lhs.dtype} and {rhs.dtype}")
+    return lax.dot_general(lhs, rhs, dimension_numbers, preferred_element_type=jnp.int32)
+
+
+def qdot(
+    x: jax.Array,
+    w: QArray,
+    *,
+    act_bits: int = 8,
+    per_token: bool = True,
+    act_absmax: jax.typing.ArrayLike | None = None,
+    out_dtype: jax.typing.DTypeLike | None = None,
+) -> jax.Array:
+    """``x @ w`` on integers: int8 activations x int8 weights, int32 accumulation.
+
+    The activations are quantized (dynamic per token, or static with ``act_absmax``), the
+    weight's integer levels are used as they are (unpacked below 8 bits), and the int32
+    accumulator is rescaled by ``activation scale * weight scale``. Per-group weights
+    accumulate each group in int32 and sum the rescaled groups.
+
+    Args:
+      x: activations ``[..., in]``.
+      w: a symmetric :class:`QArray` kernel ``[in, out]`` (per tensor, per output channel,
+        or per group along ``in``; integer, binary or ternary grid).
+      act_bits: activation bit width, 2..8.
+      per_token: dynamic per-token activation scales (else one per tensor).
+      act_absmax: a static calibrated activation range (scalar).
+      out_dtype: result dtype (default: ``x.dtype``).
+
+    Returns:
+      ``[..., out]``.
+
+    Raises:
+      ValueError: if ``w`` is not a 2-D symmetric QArray whose input size matches ``x``, or
+        its scale layout is not per tensor / channel / group along ``in``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxcompress as jc
+      >>> comp = jc.quant.qat(bits=8)
+      >>> params = {"w": jax.random.normal(jax.random.key(0), (16, 4))}
+      >>> qw = jc.quant.quantize(params, comp.init(params), comp)["w"]
+      >>> qdot(jnp.ones((2, 16)), qw).shape
+      (2, 4)
+
+    References:
+      Jacob et al. 2018; Dettmers et al. 2022, "LLM.int8()".
+    """
+    if not isinstance(w, QArray):
+        raise ValueError(f"qdot: w must be a jc.quant.QArray, got {type(w).__name__}")
+    if len(w.shape) != 2 or w.zero_point is not None:
+        raise ValueError(
+            f"qdot: needs a 2-D symmetric QArray kernel [in, out]; got shape {w.shape} "
+            f"({'asymmetric' if w.zero_point is not None else 'symmetric'}); dequantize instead"
+        )
+    n_in, n_out = w.shape
+    if x.shape[-1] != n_in:
+        raise ValueError(f"qdot: x has {x.shape[-1]} features, the kernel expects {n_in}")
+    out_dtype = x.dtype if out_dtype is None else out_dtype
+    qx, sx = quantize_activation(x, act_bits, per_token=per_token, absmax=act_absmax)
+    lead = x.shape[:-1]
+    qx = qx.reshape(-1, n_in)
+    sx = sx.reshape(-1, 1) if sx.size > 1 else sx.reshape(1, 1)
+    qw = w.levels().astype(jnp.int8)
+    if w.grouped_shape == w.shape and w.scale.shape[0] == 1:
+        acc = int8_dot_general(qx, qw, (((1,), (0,)), ((), ())))
+        sw = w.scale.reshape(1, -1) if w.scale.size > 1 else w.scale.reshape(1, 1)
+        y = acc.astype(jnp.float32) * sx * sw
+    elif len(w.grouped_shape) == 3 and w.grouped_shape[2] == n_out:
+        ng, g, _ = w.grouped_shape
+        acc = int8_dot_general(
+            qx.reshape(-1, ng, g).transpose(1, 0, 2),
+            qw.reshape(ng, g, n_out),
+            (((2,), (1,)), ((0,), (0,))),
+        )  # [groups, tokens, out]
+        sw = w.scale.reshape(ng, 1, -1)
+        y = jnp.sum(acc.astype(jnp.float32) * sw, axis=0) * sx
+    else:
+        raise ValueError(f"qdot: unsupported scale layout {w.grouped_shape} for kernel {w.shape}")
+    return y.reshape(*lead, n_out).astype(out_dtype)
