@@ -5,7 +5,7 @@
 ``nnx.Optimizer`` (NNX).
 """
 
-from jaxcompress.flax._distill import DistillState, Distiller, distiller
+from jaxcompress.flax._distill import Distiller, DistillState, distiller
 from jaxcompress.flax._distill_common import AttentionTransfer, Hint
 from jaxcompress.flax._distill_nnx import NNXDistiller, NNXDistillState, nnx_distiller, param_dict
 from jaxcompress.flax._train_state import TrainState

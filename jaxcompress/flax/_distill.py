@@ -226,7 +226,7 @@ def distiller(
             variables = state.teacher if len(teacher_fns) > 1 else (state.teacher,)
             outs = [
                 _forward(f, jax.lax.stop_gradient(v), x, capture=c, kwargs=t_kwargs, rngs=None)
-                for f, v, c in zip(teacher_fns, variables, capture_t)
+                for f, v, c in zip(teacher_fns, variables, capture_t, strict=True)
             ]
         logits = [common.check_logits(o, fn=fn, who="teacher") for o, _ in outs]
         return jax.lax.stop_gradient(logits), jax.lax.stop_gradient([f for _, f in outs])
@@ -306,7 +306,7 @@ def distiller(
         rngs = None
         if rng_streams:
             ks = jax.random.split(key, len(rng_streams))
-            rngs = dict(zip(rng_streams, ks))
+            rngs = dict(zip(rng_streams, ks, strict=True))
         if mode == "cached":
             if cached is None:
                 raise ValueError(

@@ -265,7 +265,7 @@ def init_projections(
     keys = jax.random.split(key, len(need))
     return {
         h.name: distill.init_projection(k, widths[h.name][0], widths[h.name][1])
-        for h, k in zip(need, keys)
+        for h, k in zip(need, keys, strict=True)
     }
 
 

@@ -55,12 +55,16 @@ def _with_values(state: nnx.State, values: Any) -> nnx.State:
 
 
 def _forward(model, x, *, capture, kwargs):
-    if capture:
-        out, inter = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(
-            x, **kwargs
-        )
-        return out, common.flat_features(nnx.to_pure_dict(inter))
-    return model(x, **kwargs), {}
+    """Runs ``model(x)`` under ``nnx.capture`` (so sown values never stay in the module).
+
+    With ``capture``, every module method's output is recorded too.
+    """
+    out, inter = nnx.capture(
+        model, nnx.Intermediate, method_outputs=nnx.Intermediate if capture else None
+    )(x, **kwargs)
+    if not capture:
+        return out, {}
+    return out, common.flat_features(nnx.to_pure_dict(inter))
 
 
 def nnx_distiller(
@@ -131,7 +135,8 @@ def nnx_distiller(
       >>> from flax import nnx
       >>> class MLP(nnx.Module):
       ...     def __init__(self, d, h, rngs):
-      ...         self.Dense_0, self.Dense_1 = nnx.Linear(d, h, rngs=rngs), nnx.Linear(h, 10, rngs=rngs)
+      ...         self.Dense_0 = nnx.Linear(d, h, rngs=rngs)
+      ...         self.Dense_1 = nnx.Linear(h, 10, rngs=rngs)
       ...     def __call__(self, x):
       ...         return self.Dense_1(nnx.relu(self.Dense_0(x)))
       >>> teacher, student = MLP(20, 64, nnx.Rngs(0)), MLP(20, 16, nnx.Rngs(1))
@@ -200,10 +205,15 @@ def nnx_distiller(
 
     def teachers_forward(teachers, graphdef, params, rest, x):
         if mode == "self":
-            model = nnx.merge(graphdef, jax.lax.stop_gradient(params), rest)
+            model = nnx.merge(
+                graphdef, jax.lax.stop_gradient(params), jax.tree.map(lambda v: v, rest)
+            )
             outs = [_forward(model, x, capture=capture_t[0], kwargs=t_kwargs)]
         else:
-            outs = [_forward(t, x, capture=c, kwargs=t_kwargs) for t, c in zip(teachers, capture_t)]
+            outs = [
+                _forward(t, x, capture=c, kwargs=t_kwargs)
+                for t, c in zip(teachers, capture_t, strict=True)
+            ]
         logits = [common.check_logits(o, fn=fn, who="teacher") for o, _ in outs]
         return jax.lax.stop_gradient(logits), jax.lax.stop_gradient([f for _, f in outs])
 
@@ -252,7 +262,7 @@ def nnx_distiller(
 
             def shapes(params, rest, t_states, x):
                 # Fresh copies: capturing never touches the caller's modules.
-                ts = [nnx.merge(gd, st) for (gd, _), st in zip(t_split, t_states)]
+                ts = [nnx.merge(gd, st) for (gd, _), st in zip(t_split, t_states, strict=True)]
                 _, t_feats = teachers_forward(ts, graphdef, params, rest, x)
                 model = nnx.merge(graphdef, params, rest)
                 _, s_feats = _forward(model, x, capture=True, kwargs=s_kwargs)
@@ -289,7 +299,8 @@ def nnx_distiller(
 
         def loss_fn(pure, projections):
             view = compressor.apply(pure, state.compression)
-            model = nnx.merge(graphdef, _with_values(params, view), rest)
+            # Fresh Variables for this trace (rest holds the step-level ones, e.g. rng counts).
+            model = nnx.merge(graphdef, _with_values(params, view), jax.tree.map(lambda v: v, rest))
             out, s_feats = _forward(model, x, capture=capture_s, kwargs=s_kwargs)
             s_logits = common.check_logits(out, fn=fn, who="student")
             total, metrics = common.loss_and_metrics(

@@ -244,7 +244,7 @@ def test_multi_teacher_is_weighted_sum():
     y = np.arange(6) % 5
     w = [0.5, 0.2, 0.3]
     got = multi_kd(s, ts, temperature=3.0, weights=w, labels=y, alpha=0.4)
-    soft = sum(wi * np_kd(s, t, 3.0) for wi, t in zip(w, ts))
+    soft = sum(wi * np_kd(s, t, 3.0) for wi, t in zip(w, ts, strict=True))
     np.testing.assert_allclose(got, 0.4 * np_ce(s, y) + 0.6 * soft, rtol=1e-5)
     chex.assert_trees_all_close(
         multi_kd(s, jnp.stack(ts), temperature=3.0, weights=w),
