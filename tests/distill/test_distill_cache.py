@@ -66,7 +66,8 @@ def test_cache_is_reused_and_invalidated(tmp_path):
 def test_flax_model_and_errors():
     model = jc.workloads.MLP((8, 3))
     x = np.ones((5, 4), np.float32)
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.asarray(x[:1]))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.asarray(x[:1]))
+    variables = jax.tree.map(lambda s: np.full(s.shape, 0.1, np.float32), shapes)
     got = jc.distill.teacher_logits(model.apply, variables, x, batch_size=2)
     np.testing.assert_allclose(got, model.apply(variables, x), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
