@@ -29,7 +29,8 @@ def init_projection(
     caller trains together with the student (differentiate :func:`hint_loss` with respect to
     it and apply an optax optimizer; ``jc.flax.distiller`` does this for you). It acts on the
     last (channel) axis, so on ``[batch, height, width, channels]`` features it is the 1x1
-    convolution of FitNets. The kernel is LeCun-normal initialised, the bias zero.
+    convolution of FitNets. The kernel is LeCun-uniform initialised (variance ``1 / in``),
+    the bias zero.
 
     Args:
       key: a PRNG key.
@@ -56,7 +57,8 @@ def init_projection(
     for name, v in (("in_features", in_features), ("out_features", out_features)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"init_projection: {name} must be a positive integer, got {v!r}")
-    kernel = jax.nn.initializers.lecun_normal()(key, (in_features, out_features), dtype)
+    init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+    kernel = init(key, (in_features, out_features), dtype)
     proj = {"kernel": kernel}
     if use_bias:
         proj["bias"] = jnp.zeros((out_features,), dtype)

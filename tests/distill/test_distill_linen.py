@@ -88,7 +88,7 @@ HINT = jc.flax.Hint("Dense_0/__call__", "Dense_0/__call__", weight=0.5)
 def _first_step():
     """One step of a qat-4 student with a projected hint (shared by two tests)."""
     t_vars, _ = _params()
-    state = student_state(jc.quant.qat(bits=4), optax.adam(1e-2))
+    state = student_state(jc.quant.qat(bits=4), optax.sgd(0.1, momentum=0.9))
     kd = jc.flax.distiller(TEACHER.apply, temperature=3.0, alpha=0.3, hints=[HINT])
     b = batch(0, n=16)
     dstate = kd.init(state, t_vars, sample_x=b["x"], key=jax.random.key(5))
