@@ -3,7 +3,9 @@
 ``TrainState`` (linen) carries a Compressor and its state through the train step;
 ``Compressed`` (NNX) wraps a module so it runs on its compressed params and works with
 ``nnx.Optimizer``; ``quantize_activations`` / ``calibrate_activations`` (linen interception)
-and ``quantized_dot_general`` (NNX injection point) quantize activations.
+and ``quantized_dot_general`` (NNX injection point) quantize activations; ``distiller`` /
+``nnx_distiller`` build jitted distillation steps on top of the TrainState (linen) or of
+``nnx.Optimizer`` (NNX).
 """
 
 from jaxcompress.flax._act_quant import (
@@ -11,15 +13,27 @@ from jaxcompress.flax._act_quant import (
     quantize_activations,
     quantized_dot_general,
 )
+from jaxcompress.flax._distill import Distiller, DistillState, distiller
+from jaxcompress.flax._distill_common import AttentionTransfer, Hint
+from jaxcompress.flax._distill_nnx import NNXDistiller, NNXDistillState, nnx_distiller, param_dict
 from jaxcompress.flax._nnx import Compressed, CompressionParam, CompressionState
 from jaxcompress.flax._train_state import TrainState
 
 __all__ = [
+    "AttentionTransfer",
     "Compressed",
     "CompressionParam",
     "CompressionState",
+    "DistillState",
+    "Distiller",
+    "Hint",
+    "NNXDistillState",
+    "NNXDistiller",
     "TrainState",
     "calibrate_activations",
+    "distiller",
+    "nnx_distiller",
+    "param_dict",
     "quantize_activations",
     "quantized_dot_general",
 ]

@@ -1,0 +1,344 @@
+"""A jitted distillation train step for Flax NNX, on ``nnx.Optimizer`` and any Compressor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import optax
+from flax import nnx
+
+from jaxcompress._src.base import Compressor, identity, trainable
+from jaxcompress.flax import _distill_common as common
+
+Augment = Callable[[jax.Array, jax.Array], jax.Array]  # (key, x) -> augmented x
+
+
+class NNXDistillState(NamedTuple):
+    """The functional part of an NNX distillation step (the modules stay mutable objects)."""
+
+    compression: Any  # the Compressor state over the student's nnx.Param pure dict
+    projections: Any  # {hint name: {"kernel", "bias"}}: learned student->teacher projections
+    projection_opt_state: Any  # optax state of the projections
+
+
+class NNXDistiller(NamedTuple):
+    """An NNX distillation recipe (see :func:`nnx_distiller`).
+
+    Attributes:
+      init: ``init(student, optimizer, teacher=None, *, sample_x=None, key=None)
+        -> NNXDistillState``.
+      step: ``step(student, optimizer, state, batch, *, teacher=None, key=None)
+        -> (state, metrics)``, jitted with ``nnx.jit``; updates ``student`` and
+        ``optimizer`` in place.
+    """
+
+    init: Callable[..., NNXDistillState]
+    step: Callable[..., tuple[NNXDistillState, dict[str, jax.Array]]]
+
+
+def param_dict(model: nnx.Module) -> dict[str, Any]:
+    """The model's ``nnx.Param`` values as a plain nested dict (what compressors see).
+
+    Paths are the attribute names, e.g. ``Dense_0/kernel``, the same as a linen model's
+    params with the same layer names.
+    """
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def _with_values(state: nnx.State, values: Any) -> nnx.State:
+    """A copy of an ``nnx.State`` with its leaves replaced from a pure dict."""
+    out = jax.tree.map(lambda v: v, state)
+    nnx.replace_by_pure_dict(out, values)
+    return out
+
+
+def _forward(model, x, *, capture, kwargs):
+    """Runs ``model(x)`` under ``nnx.capture`` (so sown values never stay in the module).
+
+    With ``capture``, every module method's output is recorded too.
+    """
+    out, inter = nnx.capture(
+        model, nnx.Intermediate, method_outputs=nnx.Intermediate if capture else None
+    )(x, **kwargs)
+    if not capture:
+        return out, {}
+    return out, common.flat_features(nnx.to_pure_dict(inter))
+
+
+def nnx_distiller(
+    *,
+    teacher: str = "module",
+    compressor: Compressor | None = None,
+    temperature: float | optax.Schedule = 4.0,
+    alpha: float | optax.Schedule | None = None,
+    num_teachers: int = 1,
+    teacher_weights: Sequence[float] | None = None,
+    hints: Sequence[common.Hint] = (),
+    attention: Sequence[common.AttentionTransfer] = (),
+    augment: Augment | None = None,
+    student_kwargs: Mapping[str, Any] | None = None,
+    teacher_kwargs: Mapping[str, Any] | None = None,
+    projection_tx: optax.GradientTransformation | None = None,
+) -> NNXDistiller:
+    """Builds a jitted NNX distillation train step (``nnx.Optimizer``, any Compressor).
+
+    The NNX counterpart of :func:`jaxcompress.flax.distiller`, with the same loss, feature
+    terms, schedules, batches and metrics. Each step, inside one ``nnx.jit``: augments the
+    batch once (optional), runs the teacher module(s) on it under ``stop_gradient``, splits
+    the student into ``(graphdef, params, rest)``, runs ``nnx.merge(graphdef,
+    compressor.apply(params), rest)`` on the same inputs, differentiates the loss with
+    respect to the float params (and the hint projections), calls
+    ``optimizer.update(student, grads)``, then ``compressor.update`` and writes the params
+    it returns back into the student (e.g. pruned weights stay zero). Other student state
+    the forward changes (rng counters, batch statistics) is written back too. Features are
+    taken by path with ``nnx.capture(..., method_outputs=nnx.Intermediate)``: module outputs
+    such as ``"Dense_0/__call__"`` and values sown with ``self.sow(nnx.Intermediate, ...)``.
+
+    The student's optimizer must be ``nnx.Optimizer(student, tx, wrt=nnx.Param)``. The
+    schedules run on ``optimizer.step``. Compressors with trainable variables (LSQ step
+    sizes, k-means centroids) are rejected here: this step optimizes ``nnx.Param`` only.
+
+    Teachers (``teacher=``): ``"module"``, frozen ``nnx.Module`` teacher(s) given to each
+    step (a tuple of ``num_teachers`` with several; put them in eval mode with
+    ``teacher.eval()``); ``"self"``, the student's own float (uncompressed) params; or
+    ``"cached"``, logits in ``batch["teacher_logits"]``.
+
+    Args:
+      teacher: ``"module"``, ``"self"`` or ``"cached"``.
+      compressor: the Compressor of the student's params (default ``jc.identity()``).
+      temperature: softmax temperature ``T > 0``, a float or an optax schedule.
+      alpha: weight of the hard-label cross entropy (float or schedule in ``[0, 1]``);
+        ``None``: 0.5 with labels, else 0.
+      num_teachers: how many teacher modules each step gets (``teacher="module"``).
+      teacher_weights: weights of the teachers' KD terms (default ``1 / K`` each).
+      hints: FitNets feature terms (:class:`jaxcompress.flax.Hint`).
+      attention: attention-transfer terms (:class:`jaxcompress.flax.AttentionTransfer`).
+      augment: ``augment(key, x) -> x``, applied once; teacher and student see the same.
+      student_kwargs: static keyword arguments of the student's ``__call__``.
+      teacher_kwargs: static keyword arguments of the teachers' ``__call__``.
+      projection_tx: optimizer of the hint projections (default: the student optimizer's
+        ``tx``).
+
+    Returns:
+      An :class:`NNXDistiller` ``(init, step)``.
+
+    Raises:
+      ValueError: as :func:`jaxcompress.flax.distiller`; also for an unknown ``teacher``
+        mode, a compressor with trainable variables, or teachers that do not match
+        ``num_teachers``.
+      TypeError: if ``compressor`` is not a ``jc.Compressor``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, jaxcompress as jc
+      >>> from flax import nnx
+      >>> class MLP(nnx.Module):
+      ...     def __init__(self, d, h, rngs):
+      ...         self.Dense_0 = nnx.Linear(d, h, rngs=rngs)
+      ...         self.Dense_1 = nnx.Linear(h, 10, rngs=rngs)
+      ...     def __call__(self, x):
+      ...         return self.Dense_1(nnx.relu(self.Dense_0(x)))
+      >>> teacher, student = MLP(20, 64, nnx.Rngs(0)), MLP(20, 16, nnx.Rngs(1))
+      >>> optimizer = nnx.Optimizer(student, optax.adam(1e-3), wrt=nnx.Param)
+      >>> kd = jc.flax.nnx_distiller(compressor=jc.quant.qat(bits=4), temperature=4.0)
+      >>> state = kd.init(student, optimizer, teacher)
+      >>> x, y = jnp.ones((8, 20)), jnp.arange(8) % 10
+      >>> state, metrics = kd.step(student, optimizer, state, {"x": x, "y": y}, teacher=teacher)
+      >>> int(optimizer.step[...])
+      1
+
+    References:
+      Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a Neural Network";
+      Romero et al. 2015, "FitNets: Hints for Thin Deep Nets"; Zagoruyko & Komodakis 2017,
+      "Paying More Attention to Attention".
+    """
+    fn = "nnx_distiller"
+    if teacher not in ("module", "self", "cached"):
+        raise ValueError(f"{fn}: teacher must be 'module', 'self' or 'cached', got {teacher!r}")
+    if compressor is None:
+        compressor = identity()
+    if not isinstance(compressor, Compressor):
+        raise TypeError(
+            f"{fn}: compressor must be a jc.Compressor, got {type(compressor).__name__}"
+        )
+    if isinstance(num_teachers, bool) or not isinstance(num_teachers, int) or num_teachers < 1:
+        raise ValueError(f"{fn}: num_teachers must be a positive integer, got {num_teachers!r}")
+    if teacher != "module" and num_teachers != 1:
+        raise ValueError(f"{fn}: num_teachers={num_teachers} needs teacher='module'")
+    obj = common.make_objective(
+        fn=fn,
+        num_teachers=num_teachers,
+        temperature=temperature,
+        alpha=alpha,
+        teacher_weights=teacher_weights,
+        hints=hints,
+        attention=attention,
+    )
+    capture_s, capture_t = common.needs_features(obj)
+    if teacher == "cached" and capture_s:
+        raise ValueError(
+            f"{fn}: hints and attention terms need the teacher's features, which cached "
+            "teacher logits do not have; use teacher='module'"
+        )
+    if augment is not None and not callable(augment):
+        raise TypeError(f"{fn}: augment must be a callable (key, x) -> x, got {augment!r}")
+    s_kwargs = dict(student_kwargs or {})
+    t_kwargs = dict(teacher_kwargs or {})
+    mode = teacher
+
+    def check_teachers(teachers):
+        if mode != "module":
+            if teachers is not None:
+                raise ValueError(f"{fn}(teacher={mode!r}) takes no teacher module")
+            return ()
+        ts = teachers if isinstance(teachers, (list, tuple)) else (teachers,)
+        if (
+            teachers is None
+            or len(ts) != num_teachers
+            or not all(isinstance(t, nnx.Module) for t in ts)
+        ):
+            raise ValueError(
+                f"{fn}: pass teacher= {num_teachers} nnx.Module teacher(s), got {teachers!r}"
+            )
+        return tuple(ts)
+
+    def teachers_forward(teachers, graphdef, params, rest, x):
+        if mode == "self":
+            model = nnx.merge(
+                graphdef, jax.lax.stop_gradient(params), jax.tree.map(lambda v: v, rest)
+            )
+            outs = [_forward(model, x, capture=capture_t[0], kwargs=t_kwargs)]
+        else:
+            outs = [
+                _forward(t, x, capture=c, kwargs=t_kwargs)
+                for t, c in zip(teachers, capture_t, strict=True)
+            ]
+        logits = [common.check_logits(o, fn=fn, who="teacher") for o, _ in outs]
+        return jax.lax.stop_gradient(logits), jax.lax.stop_gradient([f for _, f in outs])
+
+    def check_compression(compression):
+        if jax.tree.leaves(trainable(compression)):
+            raise ValueError(
+                f"{fn}: this compressor has trainable variables (e.g. LSQ step sizes, "
+                "centroids), which nnx.Optimizer(student, tx, wrt=nnx.Param) does not train; "
+                "use jc.flax.distiller with a linen jc.flax.TrainState for it"
+            )
+
+    def init_fn(
+        student: nnx.Module,
+        optimizer: nnx.Optimizer,
+        teacher: Any = None,
+        *,
+        sample_x: Any = None,
+        key: jax.Array | None = None,
+    ) -> NNXDistillState:
+        """Creates the compression state and the hint projections.
+
+        Args:
+          student: the student ``nnx.Module``.
+          optimizer: its ``nnx.Optimizer`` (its ``tx`` also trains the projections unless
+            the distiller has a ``projection_tx``).
+          teacher: the teacher module(s) (``teacher="module"``), used to check feature paths.
+          sample_x: an input batch, needed with feature terms.
+          key: PRNG key for projection params, needed when a hint has a projection.
+
+        Returns:
+          The :class:`NNXDistillState`.
+        """
+        if not isinstance(student, nnx.Module):
+            raise TypeError(f"{fn}.init: student must be an nnx.Module, got {type(student)}")
+        if not isinstance(optimizer, nnx.Optimizer):
+            raise TypeError(f"{fn}.init: optimizer must be an nnx.Optimizer, got {type(optimizer)}")
+        compression = compressor.init(param_dict(student))
+        check_compression(compression)
+        projections = {}
+        if capture_s:
+            teachers = check_teachers(teacher)
+            if sample_x is None:
+                raise ValueError(f"{fn}.init: hints / attention terms need sample_x (a batch)")
+            graphdef, params, rest = nnx.split(student, nnx.Param, ...)
+            t_split = [nnx.split(t) for t in teachers]
+
+            def shapes(params, rest, t_states, x):
+                # Fresh copies: capturing never touches the caller's modules.
+                ts = [nnx.merge(gd, st) for (gd, _), st in zip(t_split, t_states, strict=True)]
+                _, t_feats = teachers_forward(ts, graphdef, params, rest, x)
+                model = nnx.merge(graphdef, params, rest)
+                _, s_feats = _forward(model, x, capture=True, kwargs=s_kwargs)
+                return s_feats, t_feats
+
+            s_feats, t_feats = jax.eval_shape(
+                shapes, params, rest, [st for _, st in t_split], sample_x
+            )
+            widths = common.feature_widths(obj, s_feats, t_feats, fn=fn)
+            projections = common.init_projections(obj, widths, key, fn=fn)
+        tx = projection_tx if projection_tx is not None else optimizer.tx
+        return NNXDistillState(compression, projections, tx.init(projections))
+
+    @nnx.jit
+    def _step(student, optimizer, state, batch, teachers, key):
+        x, labels, mask, cached = common.unpack_batch(batch, fn=fn)
+        if augment is not None:
+            if key is None:
+                raise ValueError(f"{fn}: augment needs a key: step(..., key=key)")
+            key, k_aug = jax.random.split(key)
+            x = augment(k_aug, x)
+        check_compression(state.compression)
+        graphdef, params, rest = nnx.split(student, nnx.Param, ...)
+        if mode == "cached":
+            if cached is None:
+                raise ValueError(
+                    f"{fn}(teacher='cached'): each batch needs a 'teacher_logits' entry "
+                    "(see jc.distill.teacher_logits)"
+                )
+            t_logits, t_feats = [jax.lax.stop_gradient(cached)], [{}]
+        else:
+            t_logits, t_feats = teachers_forward(teachers, graphdef, params, rest, x)
+        step = optimizer.step[...]
+
+        def loss_fn(pure, projections):
+            view = compressor.apply(pure, state.compression)
+            # Fresh Variables for this trace (rest holds the step-level ones, e.g. rng counts).
+            model = nnx.merge(graphdef, _with_values(params, view), jax.tree.map(lambda v: v, rest))
+            out, s_feats = _forward(model, x, capture=capture_s, kwargs=s_kwargs)
+            s_logits = common.check_logits(out, fn=fn, who="student")
+            total, metrics = common.loss_and_metrics(
+                obj,
+                fn=fn,
+                step=step,
+                s_logits=s_logits,
+                s_feats=s_feats,
+                t_logits=t_logits,
+                t_feats=t_feats,
+                labels=labels,
+                mask=mask,
+                projections=projections,
+            )
+            new_rest = nnx.split(model, nnx.Param, ...)[2]
+            return total, (metrics, new_rest)
+
+        pure = nnx.to_pure_dict(params)
+        (g_pure, g_proj), (metrics, new_rest) = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            pure, state.projections
+        )
+        nnx.update(student, new_rest)
+        optimizer.update(student, _with_values(params, g_pure))
+        new_params = nnx.state(student, nnx.Param)
+        new_pure, compression = compressor.update(
+            nnx.to_pure_dict(new_params), state.compression, g_pure
+        )
+        nnx.update(student, _with_values(new_params, new_pure))
+        tx = projection_tx if projection_tx is not None else optimizer.tx
+        projections, proj_opt = common.update_projections(
+            tx, g_proj, state.projection_opt_state, state.projections
+        )
+        return NNXDistillState(compression, projections, proj_opt), metrics
+
+    def step_fn(student, optimizer, state, batch, *, teacher=None, key=None):
+        teachers = check_teachers(teacher)
+        if not isinstance(state, NNXDistillState):
+            raise TypeError(f"{fn}: state must come from init, got {type(state).__name__}")
+        return _step(student, optimizer, state, batch, teachers, key)
+
+    return NNXDistiller(init_fn, step_fn)
