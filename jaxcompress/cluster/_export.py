@@ -162,20 +162,18 @@ def _export_leaf(path: str, view: jax.Array, a: jax.Array, c: jax.Array) -> Clus
     bits = index_bits(c.shape[-1])
     keep = view != 0
     size, nnz = view.size, int(keep.sum())
-    sparse = math.ceil(size / 8) + math.ceil(nnz * bits / 8) < math.ceil(size * bits / 8)
     # A per-channel codebook is float32[C, k]; its axis is one of the leaf's axes of length C
     # (the last first). The values decide: the axis whose gather reproduces the view.
-    axes = (
-        [None]
-        if c.ndim == 1
-        else [ax for ax in reversed(range(view.ndim)) if view.shape[ax] == c.shape[0]]
-    )
-    axis, bad = None, -1
+    if c.ndim == 1:
+        axes = [None]
+    else:
+        axes = [ax for ax in reversed(range(view.ndim)) if view.shape[ax] == c.shape[0]]
+    axis, shared, bad = None, None, -1
     for ax in axes:
-        shared = np.asarray(gather(jnp.asarray(c), jnp.asarray(a), ax)).astype(view.dtype)
-        mismatch = int(np.count_nonzero(keep & (shared != view)))
+        cand = np.asarray(gather(jnp.asarray(c), jnp.asarray(a), ax)).astype(view.dtype)
+        mismatch = int(np.count_nonzero(keep & (cand != view)))
         if mismatch == 0:
-            axis, bad = ax, 0
+            axis, shared, bad = ax, cand, 0
             break
         bad = mismatch if bad < 0 else min(bad, mismatch)
     if bad != 0:
@@ -183,6 +181,11 @@ def _export_leaf(path: str, view: jax.Array, a: jax.Array, c: jax.Array) -> Clus
             f"cluster.export: leaf {path!r}: the forward view differs from the leaf's codebook "
             f"values at {bad} entries; a compressor chained after kmeans changes its values"
         )
+    # Zeros of the view (preserved sparsity) need the bitmask unless their centroid is 0 too;
+    # otherwise the bitmask is used when it makes the leaf smaller.
+    zeros_need_mask = bool(np.any(~keep & (shared != 0)))
+    smaller = math.ceil(size / 8) + math.ceil(nnz * bits / 8) < math.ceil(size * bits / 8)
+    sparse = zeros_need_mask or smaller
     idx = a.reshape(-1)[keep.reshape(-1)] if sparse else a.reshape(-1)
     return ClusteredArray(
         indices=_packing.pack_bits(jnp.asarray(idx.astype(np.uint32)), bits),
