@@ -17,10 +17,12 @@ the params that were saved (negative zeros come back as ``+0.0``), and the model
 same outputs.
 
 Each section is then entropy-coded with a standard-library codec (``lzma`` by default, or
-``zlib``): indices and integers are stored one symbol per byte (two above 8 bits) for the
-entropy coder, which spends about the symbols' entropy on them (Han et al. use Huffman codes
-for the same job). ``logical_bytes`` counts indices packed at ``ceil(log2 k)`` bits, i.e. the
-size before entropy coding; ``file_bytes`` is the size on disk.
+``zlib``). Indices and integers are fed to the coder either packed at ``ceil(log2 k)`` bits or
+one symbol per byte (two above 8 bits), whichever codes smaller: on large leaves the byte
+layout wins, since the coder then spends about the symbols' entropy on them (Han et al. use
+Huffman codes for the same job); a section the codec does not shrink is stored as it is.
+``logical_bytes`` counts indices packed at ``ceil(log2 k)`` bits, i.e. the size before entropy
+coding; ``file_bytes`` is the size on disk.
 
 File: ``MAGIC`` (8 bytes), the header length (uint32, little-endian), the compressed JSON
 header (leaf paths, shapes, dtypes, codecs, section sizes), then the compressed sections.
@@ -71,11 +73,13 @@ def _compress(data: bytes, codec: str, kind: str) -> bytes:
 
 
 def _decompress(data: bytes, codec: str, kind: str, size: int) -> bytes:
-    if codec == "none" or size == 0:
+    if codec == "none" or kind == "stored" or size == 0:
         out = data
     elif codec == "zlib":
         out = zlib.decompress(data)
     else:
+        if kind not in _LZMA_FILTERS:
+            raise ValueError(f"corrupt artifact: unknown section kind {kind!r}")
         filt = {"id": lzma.FILTER_LZMA2, **_LZMA_FILTERS[kind]}
         out = lzma.decompress(data, format=lzma.FORMAT_RAW, filters=[filt])
     if len(out) != size:
@@ -96,6 +100,19 @@ def _symbol_dtype(bits: int) -> np.dtype:
 
 def _packed_bytes(n: int, bits: int) -> int:
     return math.ceil(n * bits / 8)
+
+
+def _np_pack(symbols: np.ndarray, bits: int) -> bytes:
+    """``bits``-bit little-endian bit stream (the layout of ``jc.cluster.pack_bits``)."""
+    v = symbols.astype(np.uint32)
+    planes = ((v[:, None] >> np.arange(bits, dtype=np.uint32)[None, :]) & 1).astype(np.uint8)
+    return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
+
+
+def _np_unpack(data: bytes, bits: int, n: int) -> np.ndarray:
+    planes = np.unpackbits(np.frombuffer(data, np.uint8), count=n * bits, bitorder="little")
+    weights = (np.uint32(1) << np.arange(bits, dtype=np.uint32))[None, :]
+    return (planes.reshape(n, bits).astype(np.uint32) * weights).sum(axis=1, dtype=np.uint32)
 
 
 def _index_bits(k: int) -> int:
@@ -440,8 +457,20 @@ def encode_artifact(params: Any, *, codec: str = "lzma") -> bytes:
         spec["logical_bytes"] = logical
         spec["sections"] = []
         for name, kind, data in sections:
-            comp = _compress(data, codec, kind)
-            spec["sections"].append([name, kind, len(data), len(comp)])
+            layouts = [("bytes", data)]
+            if name in ("indices", "ints"):
+                # Symbols compress best one per byte, tiny sections packed at `bits` bits.
+                sym = np.frombuffer(data, _symbol_dtype(spec["bits"]))
+                layouts.append(("packed", _np_pack(sym, spec["bits"])))
+            best = None
+            for layout, raw in layouts:
+                comp, used = _compress(raw, codec, kind), kind
+                if len(comp) >= len(raw):  # tiny or incompressible: stored as is
+                    comp, used = raw, "stored"
+                if best is None or len(comp) < len(best[3]):
+                    best = (layout, used, raw, comp)
+            layout, used, raw, comp = best
+            spec["sections"].append([name, used, layout, len(raw), len(comp)])
             blobs.append(comp)
         entries.append(spec)
     header = json.dumps(
@@ -490,7 +519,7 @@ def _info(header: dict[str, Any], file_bytes: int) -> ArtifactInfo:
                 per_channel=e["per_channel"],
                 float32_bytes=4 * math.prod(shape),
                 logical_bytes=e["logical_bytes"],
-                file_bytes=sum(s[3] for s in e["sections"]),
+                file_bytes=sum(s[4] for s in e["sections"]),
             )
         )
     return ArtifactInfo(tuple(rows), header["codec"], file_bytes)
@@ -541,10 +570,17 @@ def decode_artifact(data: bytes, *, like: Any = None) -> Any:
     arrays = []
     for e in header["leaves"]:
         sec = {}
-        for name, kind, raw_len, comp_len in e["sections"]:
+        for name, kind, layout, raw_len, comp_len in e["sections"]:
             if off + comp_len > len(data):
                 raise ValueError("corrupt artifact: truncated")
-            sec[name] = _decompress(data[off : off + comp_len], codec, kind, raw_len)
+            try:
+                raw = _decompress(data[off : off + comp_len], codec, kind, raw_len)
+            except (lzma.LZMAError, zlib.error) as err:
+                raise ValueError(f"corrupt artifact: section {name!r}: {err}") from None
+            if layout == "packed":
+                sym = _np_unpack(raw, e["bits"], e["nnz"]).astype(_symbol_dtype(e["bits"]))
+                raw = sym.tobytes()
+            sec[name] = raw
             off += comp_len
         arrays.append(jnp.asarray(_decode_leaf(e, sec)))
     return _unflatten(header["leaves"], arrays, like)
