@@ -29,6 +29,8 @@ CASES = [
     ("qat1", lambda: jc.quant.qat(bits=1)),
     ("magnitude50", lambda: jc.prune.magnitude(0.5)),
     ("magnitude75_at2", lambda: jc.prune.magnitude(0.75, at_step=2)),
+    ("kmeans8_linear_refresh2", lambda: jc.cluster.kmeans(8, init="linear", update_every=2)),
+    ("lowrank_r4", lambda: jc.lowrank.svd(rank=4)),
 ]
 
 IDS = [c[0] for c in CASES]

@@ -101,8 +101,8 @@ def kmeans(
     Clustering runs at ``init`` (or at the update that makes the step count reach
     ``at_step``): an initialization (``"kmeans++"``, ``"linear"`` or ``"density"``) followed
     by ``iters`` Lloyd iterations, jitted and vectorized over the leaf (scalar weights, so the
-    nearest centroid is a binary search among sorted midpoints: no ``N x k`` distance matrix,
-    no host loop). The forward view gathers each weight's centroid. Gradients reach
+    nearest centroid comes from the sorted midpoints between centroids: no ``N x k`` distance
+    matrix, no host loop). The forward view gathers each weight's centroid. Gradients reach
 
     * the centroids, summed over each cluster's members (Han et al. 2016): they live in the
       state's ``trainable`` field, so ``jc.flax.TrainState`` optimizes them with the params;
@@ -196,8 +196,8 @@ def kmeans(
         valid = x != 0 if preserve_sparsity else jnp.ones(x.shape, bool)
         key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
         key = jax.random.fold_in(key, count)
-        c = _kmeans1d.fit(key, x, valid, k, init=init, iters=iters)
-        a = from_points(_kmeans1d.assign(x, c), w.shape, ax).astype(idx_dtype)
+        c = _kmeans1d.fit(key, x, valid, k, init=init, iters=iters)  # sorted
+        a = from_points(_kmeans1d.assign_sorted(x, c), w.shape, ax).astype(idx_dtype)
         return a, (c[0] if ax is None else c)
 
     def reassign_leaf(w, c):

@@ -5,10 +5,11 @@ independent problems: the channels of a kernel, or ``C = 1`` for one codebook pe
 validity mask ``valid: bool[M, C]`` (points that take part: with sparsity preserved, the
 nonzero weights) and centroids ``float32[C, k]``.
 
-Weights are scalars, so the nearest centroid is found by a binary search among the midpoints
-of the sorted centroids (``O(M log k)`` time, ``O(M)`` memory: no ``M x k`` distance matrix),
-and the centroid update is a segment sum. No sort of the points and no host loop: everything
-is a fixed number of vectorized steps that jit and shard.
+Weights are scalars, so the nearest centroid is the number of midpoints between sorted
+centroids that lie below the point: counted in one fused compare-and-sum for small leaves, or
+by a binary search for large ones (``O(M log k)`` time, ``O(M)`` memory; no ``M x k`` distance
+matrix is stored), and the centroid update is a segment sum. No sort of the points and no host
+loop: everything is a fixed number of vectorized steps that jit and shard.
 """
 
 from __future__ import annotations
@@ -21,23 +22,36 @@ INITS = ("kmeans++", "linear", "density")
 _DENSITY_BINS = 2048
 
 
-def assign(x: jax.Array, centroids: jax.Array) -> jax.Array:
-    """Index of the nearest centroid of every point: ``int32[M, C]``.
+# Below this many point-boundary comparisons a leaf is assigned by counting the boundaries
+# below each point (one fused compare-and-sum); above it, by a binary search (O(M log k)).
+_COMPARE_ALL_MAX = 1 << 24
+
+
+def assign_sorted(x: jax.Array, centroids: jax.Array) -> jax.Array:
+    """Index of the nearest centroid of every point, for centroids sorted ascending per row.
 
     Ties (a point exactly half-way) go to the smaller centroid.
     """
     k = centroids.shape[-1]
     if k == 1:
         return jnp.zeros(x.shape, jnp.int32)
-    order = jnp.argsort(centroids, axis=-1, stable=True).astype(jnp.int32)  # [C, k]
-    cs = jnp.take_along_axis(centroids, order, axis=-1)
-    mids = 0.5 * (cs[:, 1:] + cs[:, :-1])  # [C, k-1]
+    mids = 0.5 * (centroids[:, 1:] + centroids[:, :-1])  # [C, k-1]
+    if x.size * (k - 1) <= _COMPARE_ALL_MAX:
+        return jnp.sum(x[:, :, None] > mids[None, :, :], axis=-1, dtype=jnp.int32)
     search = jax.vmap(
         lambda m, v: jnp.searchsorted(m, v, side="left", method="scan_unrolled"),
         in_axes=(0, 1),
         out_axes=1,
     )
-    pos = search(mids, x).astype(jnp.int32)  # [M, C], rank among the sorted centroids
+    return search(mids, x).astype(jnp.int32)
+
+
+def assign(x: jax.Array, centroids: jax.Array) -> jax.Array:
+    """Index of the nearest centroid of every point (centroids in any order): ``int32[M, C]``."""
+    if centroids.shape[-1] == 1:
+        return jnp.zeros(x.shape, jnp.int32)
+    order = jnp.argsort(centroids, axis=-1, stable=True).astype(jnp.int32)  # [C, k]
+    pos = assign_sorted(x, jnp.take_along_axis(centroids, order, axis=-1))
     return jnp.take_along_axis(order.T, pos, axis=0)
 
 
@@ -60,15 +74,17 @@ def cluster_sums(x: jax.Array, valid: jax.Array, a: jax.Array, k: int) -> tuple[
 def lloyd(x: jax.Array, valid: jax.Array, centroids: jax.Array, iters: int) -> jax.Array:
     """``iters`` Lloyd iterations (assign, then move each centroid to its members' mean).
 
-    A centroid without members keeps its place.
+    Returns the centroids sorted ascending. In one dimension the clusters of sorted centroids
+    are consecutive intervals, so the means stay sorted and the order is set once, up front.
+    A centroid without members keeps its place (between its neighbours: still sorted).
     """
     k = centroids.shape[-1]
 
     def body(_, c):
-        sums, counts = cluster_sums(x, valid, assign(x, c), k)
+        sums, counts = cluster_sums(x, valid, assign_sorted(x, c), k)
         return jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), c)
 
-    return lax.fori_loop(0, iters, body, centroids)
+    return lax.fori_loop(0, iters, body, jnp.sort(centroids, axis=-1))
 
 
 def _valid_range(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -161,4 +177,4 @@ def fit(
         c = init_density(x, valid, k)
     else:  # validated by the factory
         raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
-    return jnp.sort(lloyd(x, valid, c, iters), axis=-1)
+    return lloyd(x, valid, c, iters)

@@ -1,6 +1,7 @@
 """Checkpoints (orbax) and compressed artifacts."""
 
 from jaxcompress.io._artifact import (
+    CODECS,
     ArtifactInfo,
     ArtifactLeaf,
     artifact_info,
@@ -11,6 +12,7 @@ from jaxcompress.io._artifact import (
 )
 
 __all__ = [
+    "CODECS",
     "ArtifactInfo",
     "ArtifactLeaf",
     "artifact_info",

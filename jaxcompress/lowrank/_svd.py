@@ -129,6 +129,10 @@ def svd(
             return jnp.asarray(d, jnp.int32), jnp.zeros((d, 0), jnp.float32)
         u, s, vt = jnp.linalg.svd(w.astype(jnp.float32), full_matrices=False)
         side = u[:, :k] if m <= n else vt[:k].T
+        # Singular vectors are defined up to sign; fix it (largest entry of a column > 0) so
+        # that the state does not depend on the SVD implementation or the sharding.
+        pivot = jnp.take_along_axis(side, jnp.argmax(jnp.abs(side), axis=0)[None, :], axis=0)
+        side = side * jnp.where(pivot < 0, -1.0, 1.0)
         r = jnp.asarray(rank, jnp.int32) if rank is not None else energy_rank(s, energy)
         basis = side * (jnp.arange(k) < r)[None, :].astype(jnp.float32)
         return jnp.where(r <= k, r, d).astype(jnp.int32), basis

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 import jaxcompress as jc
 
 
-@settings(max_examples=16, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
-    bits=st.sampled_from([1, 2, 3, 5, 7, 8, 11, 16, 32]),
-    n=st.sampled_from([0, 1, 9, 40]),
+    bits=st.sampled_from([1, 3, 5, 8, 11, 32]),
+    n=st.sampled_from([0, 9, 40]),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_pack_unpack_round_trip(bits, n, seed):
@@ -95,10 +95,10 @@ def test_export_per_channel_on_a_square_kernel_finds_the_axis():
 def test_export_before_at_step_keeps_the_leaf_dense_and_bf16():
     params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), _params(0.5))
     comp = jc.rules([("Dense_0/kernel", jc.cluster.kmeans(4, at_step=1)), ("Dense_0/bias", None)])
-    state = comp.init(params)
+    state = comp.init(params)  # at_step=1: no clustering yet
     ex = jc.cluster.export(comp, params, state)
     assert not isinstance(ex["Dense_0"]["kernel"], jc.cluster.ClusteredArray)
-    _, state = comp.update(params, state)
+    _, state = jax.jit(comp.update)(params, state)
     ca = jc.cluster.export(comp, params, state)["Dense_0"]["kernel"]
     assert isinstance(ca, jc.cluster.ClusteredArray) and ca.dtype == "bfloat16"
     out = ca.decode()

@@ -99,6 +99,19 @@ def test_lloyd_converges_to_a_fixed_point():
     assert bool(jnp.all(jnp.diff(c, axis=-1) >= 0))  # sorted
 
 
+def test_binary_search_path_matches_counting_path(monkeypatch):
+    """Large leaves use a binary search among the midpoints; small ones count them."""
+    c = jnp.array([[-1.0, 0.0, 0.5, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    # Points on the midpoints (ties go to the smaller centroid), beyond the ends, in between.
+    x = jnp.array([-0.5, 0.25, 1.25, -9.0, 9.0, 0.1, 0.3, 1.9])[:, None] * jnp.ones((1, 2))
+    counted = np.asarray(_kmeans1d.assign_sorted(x, c))
+    monkeypatch.setattr(_kmeans1d, "_COMPARE_ALL_MAX", 0)
+    searched = np.asarray(_kmeans1d.assign_sorted(x, c))
+    np.testing.assert_array_equal(counted, searched)
+    np.testing.assert_array_equal(counted[:, 0], [0, 1, 2, 0, 3, 1, 2, 3])
+    np.testing.assert_array_equal(counted[:, 1], [0, 0, 1, 0, 3, 0, 0, 2])
+
+
 def test_kmeanspp_is_deterministic_given_seed():
     params = _params()
     s1 = _jit_init(KM16_PP)(params)

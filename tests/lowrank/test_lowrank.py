@@ -147,10 +147,11 @@ def test_energy_rank_per_leaf_and_export_factors():
         m, n = leaf["kernel"].shape
         got = int(state.rank[name]["kernel"])
         assert got == (want if jc.lowrank.saves_bytes(m, n, want) else min(m, n))
-    comp = jc.chain(jc.identity(), ENERGY)
+    comp = jc.rules([("Dense_0/kernel", ENERGY), (".*", None)])  # found inside nested states
     cstate = comp.init(PARAMS)
     ex = jc.lowrank.export(comp, PARAMS, cstate)
     view = jc.finalize(comp, PARAMS, cstate)
+    assert not isinstance(ex["Dense_1"]["kernel"], jc.lowrank.Factors)
     x = jax.random.normal(jax.random.key(5), (3, 32))
     f = ex["Dense_0"]["kernel"]
     assert isinstance(f, jc.lowrank.Factors)
