@@ -25,7 +25,18 @@ class KMeansState(NamedTuple):
 
 
 def index_bits(num_clusters: int) -> int:
-    """Bits of one cluster index: ``ceil(log2 k)`` (at least 1)."""
+    """Bits of one cluster index: ``ceil(log2 k)`` (at least 1).
+
+    Args:
+      num_clusters: ``k``.
+
+    Returns:
+      The bits per index reported in a :class:`KMeansState`'s ``bits`` and used by export.
+
+    Example:
+      >>> [index_bits(k) for k in (2, 16, 17, 32, 256)]
+      [1, 4, 5, 5, 8]
+    """
     return max(1, (num_clusters - 1).bit_length())
 
 

@@ -6,10 +6,10 @@ validity mask ``valid: bool[M, C]`` (points that take part: with sparsity preser
 nonzero weights) and centroids ``float32[C, k]``.
 
 Weights are scalars, so the nearest centroid is the number of midpoints between sorted
-centroids that lie below the point: counted in one fused compare-and-sum for small leaves, or
-by a binary search for large ones (``O(M log k)`` time, ``O(M)`` memory; no ``M x k`` distance
-matrix is stored), and the centroid update is a segment sum. No sort of the points and no host
-loop: everything is a fixed number of vectorized steps that jit and shard.
+centroids that lie below the point: counted in one fused compare-and-sum for small ``k``, or
+by a branchless binary search for larger ones (``O(M log k)`` time, ``O(M)`` memory; no
+``M x k`` distance matrix is stored), and the centroid update is a segment sum. No sort of the
+points and no host loop: everything is a fixed number of vectorized steps that jit and shard.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ INITS = ("kmeans++", "linear", "density")
 _DENSITY_BINS = 2048
 
 
-# Below this many point-boundary comparisons a leaf is assigned by counting the boundaries
-# below each point (one fused compare-and-sum); above it, by a binary search (O(M log k)).
-_COMPARE_ALL_MAX = 1 << 24
+# Up to this many centroids a point's cluster is found by counting the midpoints below it (one
+# fused compare-and-sum, fastest for small k); above it, by a branchless binary search.
+_COUNT_MAX_K = 32
 
 
 def assign_sorted(x: jax.Array, centroids: jax.Array) -> jax.Array:
@@ -36,14 +36,21 @@ def assign_sorted(x: jax.Array, centroids: jax.Array) -> jax.Array:
     if k == 1:
         return jnp.zeros(x.shape, jnp.int32)
     mids = 0.5 * (centroids[:, 1:] + centroids[:, :-1])  # [C, k-1]
-    if x.size * (k - 1) <= _COMPARE_ALL_MAX:
+    if k <= _COUNT_MAX_K:
         return jnp.sum(x[:, :, None] > mids[None, :, :], axis=-1, dtype=jnp.int32)
-    search = jax.vmap(
-        lambda m, v: jnp.searchsorted(m, v, side="left", method="scan_unrolled"),
-        in_axes=(0, 1),
-        out_axes=1,
-    )
-    return search(mids, x).astype(jnp.int32)
+    # Branchless binary search: mids padded with +inf to 2**b - 1 entries, b steps of
+    # "move right by `step` if the midpoint there is below the point".
+    span = 1 << (k - 1).bit_length()
+    pad = jnp.full((mids.shape[0], span - k), jnp.inf, mids.dtype)
+    table = jnp.concatenate([mids, pad], axis=1).T  # [span - 1, C]
+    pos = jnp.zeros(x.shape, jnp.int32)
+    step = span // 2
+    while step >= 1:
+        cand = pos + step
+        below = x > jnp.take_along_axis(table, cand - 1, axis=0)
+        pos = jnp.where(below, cand, pos)
+        step //= 2
+    return pos
 
 
 def assign(x: jax.Array, centroids: jax.Array) -> jax.Array:
@@ -130,35 +137,65 @@ def init_density(x: jax.Array, valid: jax.Array, k: int) -> jax.Array:
     return lo[:, None] + (j.astype(jnp.float32) + frac) * width[:, None]
 
 
+def _sample(u: jax.Array, w: jax.Array, blocks: int) -> jax.Array:
+    """Per channel, the index of a point drawn with probability ``w / sum(w)``: ``int32[C]``.
+
+    Two-level inversion of the cumulative weights at the uniform ``u [C]``: block sums, the
+    block whose cumulative sum passes ``u * total``, then a cumulative sum inside that block
+    only. ``O(M)`` cheap reductions per draw (no cumulative sum over all ``M`` points), and
+    never a point of zero weight.
+    """
+    m, channels = w.shape
+    per = m // blocks
+    wb = w.reshape(blocks, per, channels)
+    bsum = jnp.sum(wb, axis=1)  # [B, C]
+    bcdf = jnp.cumsum(bsum, axis=0)
+    target = u * bcdf[-1]
+    b_ids = jnp.arange(blocks, dtype=jnp.int32)[:, None]
+    b = jnp.sum(bcdf <= target[None, :], axis=0, dtype=jnp.int32)
+    b = jnp.minimum(b, jnp.max(jnp.where(bsum > 0, b_ids, 0), axis=0))  # rounding at the top
+    before = jnp.where(b > 0, jnp.take_along_axis(bcdf, jnp.maximum(b - 1, 0)[None, :], 0)[0], 0)
+    inner = jnp.take_along_axis(wb, b[None, None, :], axis=0)[0]  # [per, C]
+    icdf = jnp.cumsum(inner, axis=0)
+    j = jnp.sum(icdf <= (target - before)[None, :], axis=0, dtype=jnp.int32)
+    p_ids = jnp.arange(per, dtype=jnp.int32)[:, None]
+    j = jnp.minimum(j, jnp.max(jnp.where(inner > 0, p_ids, 0), axis=0))
+    return b * per + j
+
+
 def init_kmeanspp(key: jax.Array, x: jax.Array, valid: jax.Array, k: int) -> jax.Array:
     """k-means++ seeding (Arthur & Vassilvitskii 2007), deterministic given ``key``.
 
     The first centroid is a uniformly drawn valid point; each next one is drawn with
-    probability proportional to the squared distance to the nearest centroid so far (Gumbel-max
-    sampling, one vectorized draw per centroid). Where fewer distinct points than ``k`` exist,
-    the remaining centroids repeat existing points.
+    probability proportional to the squared distance to the nearest centroid so far (one
+    uniform number per draw, inverted through block-wise cumulative sums: ``O(M)`` cheap work
+    per draw). Where fewer distinct points than ``k`` exist, the remaining centroids repeat
+    existing points.
     """
-    channels = x.shape[1]
+    m, channels = x.shape
+    per = 1 << max((m - 1).bit_length() // 2, 0)  # about sqrt(M) points per block
+    blocks = -(-m // per)
+    pad = blocks * per - m
+    xp = jnp.pad(x, ((0, pad), (0, 0)))
+    vp = jnp.pad(valid, ((0, pad), (0, 0)))
     cols = jnp.arange(channels)
-    keys = jax.random.split(key, k)
-    uniform = jnp.where(valid, 0.0, -jnp.inf)
+    u = jax.random.uniform(key, (k, channels), jnp.float32)
+    uniform = vp.astype(jnp.float32)
     any_valid = jnp.any(valid, axis=0)
 
-    def draw(key, logits):
-        idx = jax.random.categorical(key, logits, axis=0)  # [C]
-        return jnp.where(any_valid, x[idx, cols], 0.0)
+    def draw(i, w):
+        idx = _sample(u[i], w, blocks)
+        return jnp.where(any_valid, xp[idx, cols], 0.0)
 
-    c0 = draw(keys[0], uniform)
-    d2 = jnp.where(valid, jnp.square(x - c0[None, :]), 0.0)
+    c0 = draw(0, uniform)
+    d2 = jnp.where(vp, jnp.square(xp - c0[None, :]), 0.0)
     cents = jnp.zeros((channels, k), jnp.float32).at[:, 0].set(c0)
 
     def body(i, carry):
         cents, d2 = carry
-        far = d2 > 0
-        logits = jnp.where(far, jnp.log(jnp.where(far, d2, 1.0)), -jnp.inf)
-        logits = jnp.where(jnp.any(far, axis=0)[None, :], logits, uniform)
-        c = draw(keys[i], logits)
-        d2 = jnp.minimum(d2, jnp.where(valid, jnp.square(x - c[None, :]), 0.0))
+        w = jnp.where(jnp.any(d2 > 0, axis=0)[None, :], d2, uniform)
+        c = draw(i, w)
+        d2 = jnp.minimum(d2, jnp.where(vp, jnp.square(xp - c[None, :]), 0.0))
         return cents.at[:, i].set(c), d2
 
     cents, _ = lax.fori_loop(1, k, body, (cents, d2))

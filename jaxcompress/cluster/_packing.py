@@ -87,12 +87,36 @@ def unpack_bits(packed: jax.typing.ArrayLike, bits: int, n: int) -> jax.Array:
 
 
 def pack_mask(mask: jax.typing.ArrayLike) -> jax.Array:
-    """Packs a boolean mask (row-major) into ``uint8[ceil(size / 8)]``, one bit per entry."""
+    """Packs a boolean mask (row-major) into a bitmask, one bit per entry.
+
+    Args:
+      mask: booleans, any shape.
+
+    Returns:
+      ``uint8[ceil(mask.size / 8)]``, entry ``i`` in bit ``i % 8`` of byte ``i // 8``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> pack_mask(jnp.array([True, False, True, True])).tolist()
+      [13]
+    """
     return jnp.packbits(jnp.ravel(jnp.asarray(mask)).astype(jnp.uint8), bitorder="little")
 
 
 def unpack_mask(packed: jax.typing.ArrayLike, shape: tuple[int, ...]) -> jax.Array:
-    """Inverse of :func:`pack_mask`: a ``bool`` array of ``shape``."""
+    """Inverse of :func:`pack_mask`.
+
+    Args:
+      packed: the ``uint8`` bitmask.
+      shape: the mask's shape (static).
+
+    Returns:
+      A ``bool`` array of ``shape``.
+
+    Example:
+      >>> unpack_mask([13], (2, 2)).tolist()
+      [[True, False], [True, True]]
+    """
     size = math.prod(shape)
     bits = jnp.unpackbits(jnp.asarray(packed, jnp.uint8), count=size, bitorder="little")
     return bits.astype(bool).reshape(shape)

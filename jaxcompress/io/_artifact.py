@@ -611,8 +611,8 @@ def save_artifact(path: str | os.PathLike, params: Any, *, codec: str = "lzma") 
       >>> import tempfile, os, jax.numpy as jnp, jaxcompress as jc
       >>> f = os.path.join(tempfile.mkdtemp(), "model.jca")
       >>> info = jc.io.save_artifact(f, {"w": jnp.zeros((64, 64))})
-      >>> info.file_bytes < 100, jc.io.load_artifact(f)["w"].shape
-      (True, (64, 64))
+      >>> info.leaves[0].layout, info.file_bytes < 1000, jc.io.load_artifact(f)["w"].shape
+      ('sparse', True, (64, 64))
 
     References:
       Han, Mao & Dally 2016, "Deep Compression: Compressing Deep Neural Networks with Pruning,

@@ -29,7 +29,19 @@ def max_saving_rank(m: int, n: int) -> int:
 
 
 def saves_bytes(m: int, n: int, rank: int) -> bool:
-    """Whether factors of ``rank`` are smaller than the dense ``m x n`` matrix."""
+    """Whether factors of ``rank`` are smaller than the dense matrix: ``rank (m + n) < m n``.
+
+    Args:
+      m, n: the matrix shape.
+      rank: the rank of the factors ``[m, rank] @ [rank, n]``.
+
+    Returns:
+      True if the factors hold fewer numbers than the matrix.
+
+    Example:
+      >>> saves_bytes(64, 64, 31), saves_bytes(64, 64, 32)
+      (True, False)
+    """
     return rank * (m + n) < m * n
 
 
@@ -120,7 +132,19 @@ def factorize(
 
 
 def reconstruct(kernel: Factors | jax.typing.ArrayLike) -> jax.Array:
-    """The dense kernel ``a @ b`` of :class:`Factors` (arrays are returned as they are)."""
+    """The dense kernel ``a @ b`` of :class:`Factors` (arrays are returned as they are).
+
+    Args:
+      kernel: :class:`Factors` or a dense array.
+
+    Returns:
+      The ``[m, n]`` kernel.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> reconstruct(Factors(jnp.ones((3, 1)), jnp.ones((1, 2)))).tolist()
+      [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
+    """
     if isinstance(kernel, Factors):
         return jnp.matmul(kernel.a, kernel.b)
     return jnp.asarray(kernel)

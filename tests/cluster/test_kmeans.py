@@ -100,12 +100,12 @@ def test_lloyd_converges_to_a_fixed_point():
 
 
 def test_binary_search_path_matches_counting_path(monkeypatch):
-    """Large leaves use a binary search among the midpoints; small ones count them."""
+    """Large k uses a binary search among the midpoints; small k counts them."""
     c = jnp.array([[-1.0, 0.0, 0.5, 2.0], [0.0, 1.0, 2.0, 3.0]])
     # Points on the midpoints (ties go to the smaller centroid), beyond the ends, in between.
     x = jnp.array([-0.5, 0.25, 1.25, -9.0, 9.0, 0.1, 0.3, 1.9])[:, None] * jnp.ones((1, 2))
     counted = np.asarray(_kmeans1d.assign_sorted(x, c))
-    monkeypatch.setattr(_kmeans1d, "_COMPARE_ALL_MAX", 0)
+    monkeypatch.setattr(_kmeans1d, "_COUNT_MAX_K", 0)
     searched = np.asarray(_kmeans1d.assign_sorted(x, c))
     np.testing.assert_array_equal(counted, searched)
     np.testing.assert_array_equal(counted[:, 0], [0, 1, 2, 0, 3, 1, 2, 3])
@@ -131,6 +131,26 @@ def test_kmeanspp_is_deterministic_given_seed():
     assert not np.array_equal(np.asarray(a), np.asarray(c))
     assert np.isin(np.asarray(a), np.asarray(x)).all()
     assert np.unique(np.asarray(a)).size == 8
+
+
+def test_kmeanspp_draws_proportionally_to_squared_distance():
+    # 5 points in 2 channels (padded to 3 blocks of 2); channel 1 has an invalid point.
+    x = jnp.array([[0.0, 0.0], [1.0, 1.0], [3.0, 2.0], [3.0, 3.0], [0.0, 9.0]])
+    valid = jnp.array([[True, True], [True, True], [True, False], [True, True], [True, True]])
+    keys = jax.random.split(jax.random.key(0), 4000)
+    seeds = jax.jit(jax.vmap(lambda key: _kmeans1d.init_kmeanspp(key, x, valid, 2)))(keys)
+    seeds = np.asarray(seeds)  # [4000, 2 channels, 2 draws]
+    # Channel 1, first draw: uniform over the 4 valid points (never the invalid 2.0).
+    first = seeds[:, 1, 0]
+    assert not np.isin(2.0, first)
+    counts = np.array([np.sum(first == v) for v in (0.0, 1.0, 3.0, 9.0)])
+    np.testing.assert_allclose(counts / 4000, 0.25, atol=0.03)
+    # Channel 0, second draw given the first at 0.0: P(v) proportional to v**2 over {1, 3, 3}
+    # (the duplicate 0.0 has distance 0 and is never drawn).
+    second = seeds[seeds[:, 0, 0] == 0.0, 0, 1]
+    assert not np.isin(0.0, second)
+    np.testing.assert_allclose(np.mean(second == 1.0), 1 / 19, atol=0.02)
+    np.testing.assert_allclose(np.mean(second == 3.0), 18 / 19, atol=0.02)
 
 
 def test_pruned_zeros_preserved():
