@@ -371,3 +371,18 @@ def test_no_retrace_with_schedules(trace_counter):
         _, params, state = jstep(params, state)
     assert counted.count == 1
     assert int(state.count) == 5
+
+
+def test_kmeanspp_on_a_sharded_mesh_matches_one_device():
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    params = _params(sparsity=0.5)
+    ref = _jit_init(KM16_PP)(params)
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
+    sharded = jax.device_put(params, NamedSharding(mesh, P("data", "model")))
+    out = _jit_init(KM16_PP)(sharded)
+    chex.assert_trees_all_close(out.trainable, ref.trainable, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_equal(out.assignments, ref.assignments)
