@@ -33,6 +33,8 @@ CASES = [
     ("qat8_ema", lambda: jc.quant.qat(bits=8, calibration="ema", calibrate_every=2)),
     ("magnitude50", lambda: jc.prune.magnitude(0.5)),
     ("magnitude75_at2", lambda: jc.prune.magnitude(0.75, at_step=2)),
+    ("kmeans8_linear_refresh2", lambda: jc.cluster.kmeans(8, init="linear", update_every=2)),
+    ("lowrank_r4", lambda: jc.lowrank.svd(rank=4)),
 ]
 
 IDS = [c[0] for c in CASES]
