@@ -187,7 +187,8 @@ def test_update_counts_steps(factory):
 
 
 # Methods that accumulate a per-weight float score (e.g. movement pruning) may hold one
-# float tensor per param; every other state stays well below the params' size.
+# float tensor per param on top of their masks; every other state stays below the size of
+# one float copy of the params (masks as bool or packed bits, indices as uint8 ...).
 FULL_SIZE_STATE_OK: set[str] = set()
 
 
@@ -198,9 +199,9 @@ def test_state_memory(name):
     state = jax.eval_shape(comp.init, params)
     param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-    limit = 1.0 if name in FULL_SIZE_STATE_OK else 0.5
+    limit = 1.3 if name in FULL_SIZE_STATE_OK else 0.75
     assert state_bytes <= limit * param_bytes, (name, state_bytes, param_bytes)
-    # masks are stored as bool or packed bits, never as float
+    # masks are stored as bool or packed bits, never as float: at most 1/4 of f32 params
     for m in jc.state_fields(state, "mask"):
         for leaf in jax.tree.leaves(m):
             assert leaf.dtype in (jnp.bool_, jnp.uint8, jnp.uint32), (name, leaf.dtype)

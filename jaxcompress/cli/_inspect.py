@@ -9,8 +9,8 @@ import flax
 import numpy as np
 
 import jaxcompress as jc
-from jaxcompress.cli import _artifact, _report, _run, _train
 from jaxcompress import io as ckpt
+from jaxcompress.cli import _artifact, _report, _run, _train
 from jaxcompress.cli._errors import UsageError, one_line
 
 

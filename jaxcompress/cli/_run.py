@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 import jaxcompress as jc
-from jaxcompress.cli import _artifact, _report, _spec, _train
 from jaxcompress import io as ckpt
+from jaxcompress.cli import _artifact, _report, _spec, _train
 from jaxcompress.cli import _config as config_lib
 from jaxcompress.cli._errors import UsageError, one_line
 from jaxcompress.cli._progress import Progress

@@ -272,7 +272,7 @@ def _missing(name):
         ),
         (
             ["run", QUICKSTART, "--config.compress.bits=12", "--out", "{tmp}/o"],
-            "bits must be an integer in 1..8, got 12",
+            "bits must be an integer in 1..8, 'binary' or 'ternary', got 12",
         ),
         (
             [
@@ -336,7 +336,7 @@ def test_failed_starts_leave_the_run_folder_alone(ref_run):
     assert rc == 2 and "config differs from the run in" in err and "train.seed" in err
     # a fresh run whose config is broken fails before it clears the previous run
     rc, _, err = _main(["run", QUICKSTART, *TINY, "--config.compress.bits=0", "--out", str(d)])
-    assert rc == 2 and "bits must be an integer in 1..8, got 0" in err
+    assert rc == 2 and "bits must be an integer in 1..8, 'binary' or 'ternary', got 0" in err
     assert {p: p.stat().st_mtime_ns for p in d.rglob("*") if p.is_file()} == before
 
 

@@ -65,7 +65,7 @@ def test_hparams_are_tracked():
         ("quant.qat(*[8])", "'\\*' arguments"),
         ("quant.qat(**{'bits': 8})", "'\\*\\*' arguments"),
         ("quant.qat(bits=nbits)", "unknown hyper-parameter 'nbits'.*bits"),
-        ("quant.qat(bits=12)", "bits must be an integer in 1..8, got 12"),
+        ("quant.qat(bits=12)", "bits must be an integer in 1..8, 'binary' or 'ternary', got 12"),
         ("quant.qat(bits=8, colour=1)", "unexpected keyword"),
         ("quant.qat(bits=-'a')", "sign applies to numbers"),
         ("__import__('os').system('true')", "only calls of dotted names|has no attribute"),

@@ -10,8 +10,8 @@ import optax
 import pytest
 
 import jaxcompress as jc
-from jaxcompress.cli import _artifact, _config, _train
 from jaxcompress import io as ckpt
+from jaxcompress.cli import _artifact, _config, _train
 from jaxcompress.cli._errors import UsageError
 
 

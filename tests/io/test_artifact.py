@@ -70,7 +70,8 @@ def _views(seed=0):
     shared = book[rng.integers(0, 16, (64, 32))]
     shared[rng.random((64, 32)) < 0.9] = 0.0  # 90% pruned
     w = jax.random.normal(jax.random.key(seed), (64, 32))
-    quant = jc.quant.qat(bits=4).apply({"w": w}, None)["w"]  # per-channel symmetric grid
+    q4 = jc.quant.qat(bits=4)
+    quant = q4.apply({"w": w}, q4.init({"w": w}))["w"]  # per-channel symmetric grid
     books = rng.normal(size=(32, 4)).astype(np.float32)
     per_ch = books[np.arange(32)[None, :], rng.integers(0, 4, (64, 32))]
     return {
