@@ -95,15 +95,21 @@ def _make_dst(
     def leaf_key(count, i):
         return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), count), i)
 
-    def init_fn(params):
-        shapes, active = plan(params)
-        leaves, treedef = jax.tree.flatten(params)
+    def initial_masks(shapes, active):
+        # Random sparse init at the per-layer densities, exact counts.
         count = jnp.zeros([], jnp.int32)
-        # Random sparse init at the ERK densities, exact counts.
         scores = [jax.random.uniform(leaf_key(count, i), s) for i, s in enumerate(shapes)]
         problems = [[((lambda x=x: ordered_key(x)), x.shape)] for x in scores]
-        masks = [m[0] for m in select_top(problems, jnp.array(active, jnp.int32))]
-        return DSTState(count=count, mask=jax.tree.unflatten(treedef, masks))
+        return [m[0] for m in select_top(problems, jnp.array(active, jnp.int32))]
+
+    # One executable each (eager calls compile once, not op by op; inlined under jit).
+    initial_masks = jax.jit(initial_masks, static_argnums=(0, 1))
+
+    def init_fn(params):
+        shapes, active = plan(params)
+        _, treedef = jax.tree.flatten(params)
+        masks = initial_masks(tuple(shapes), tuple(active))
+        return DSTState(count=jnp.zeros([], jnp.int32), mask=jax.tree.unflatten(treedef, masks))
 
     def apply_fn(params, state):
         fn = _ste_mask if dense_grads else (lambda w, m: jnp.where(m, w, jnp.zeros_like(w)))
