@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax
 import jax.numpy as jnp
 
 from jaxcompress._src.base import Compressor
+from jaxcompress.prune import _random
 from jaxcompress.prune._pruner import Criterion, Scope, make_pruner
 from jaxcompress.prune._schedule import PruningSchedule
 from jaxcompress.prune._structure import Structure
@@ -18,23 +18,28 @@ from jaxcompress.prune._structure import Structure
 Sparsity = float | Mapping[str, float] | None
 
 
-def _magnitude_score(w, g, acc, rng):
-    del g, acc, rng
+def _magnitude_score(w, g, acc, salt):
+    del g, acc, salt
     return jnp.abs(w.astype(jnp.float32))
 
 
-def _random_score(w, g, acc, rng):
+def _random_score(w, g, acc, salt):
     del g, acc
-    return jax.random.uniform(rng, w.shape, jnp.float32)
+    return _random.uniform(w.shape, salt)
 
 
-def _saliency_score(w, g, acc, rng):
-    del acc, rng
+def _random_key(w, g, acc, salt):
+    del g, acc
+    return _random.bits(w.shape, salt)
+
+
+def _saliency_score(w, g, acc, salt):
+    del acc, salt
     return jnp.abs(w.astype(jnp.float32) * g.astype(jnp.float32))
 
 
-def _movement_score(w, g, acc, rng):
-    del w, g, rng
+def _movement_score(w, g, acc, salt):
+    del w, g, salt
     return acc
 
 
@@ -106,9 +111,9 @@ def random(
 ) -> Compressor:
     """Random pruning: keep a uniformly random subset of exact size (a baseline).
 
-    Scores are ``jax.random.uniform`` drawn from ``seed`` and the update count, so every mask
-    update draws a new subset, and the same seed gives the same masks on any sharding. Other
-    arguments as in :func:`magnitude`.
+    Scores are counter-based random bits (a hash of each entry's position salted with
+    ``seed``, the update count and the leaf), so every mask update draws a new subset, and the
+    same seed gives the same masks on any sharding. Other arguments as in :func:`magnitude`.
 
     Args:
       sparsity: fraction to remove (see :func:`magnitude`).
@@ -135,7 +140,7 @@ def random(
     References:
       Liu et al. 2022, "The Unreasonable Effectiveness of Random Pruning".
     """
-    crit = Criterion("prune.random", _random_score, seeded=True, cheap=False)
+    crit = Criterion("prune.random", _random_score, key=_random_key, seeded=True)
     return make_pruner(
         crit, sparsity, schedule=schedule, at_step=at_step, scope=scope,
         distribution=distribution, structure=structure, seed=seed,

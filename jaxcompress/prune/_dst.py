@@ -21,7 +21,7 @@ from jax import lax
 
 from jaxcompress._src import paths as paths_lib
 from jaxcompress._src.base import Compressor
-from jaxcompress.prune import _distribution, _schedule
+from jaxcompress.prune import _distribution, _random, _schedule
 from jaxcompress.prune._threshold import ordered_key, select_top
 
 
@@ -51,7 +51,7 @@ _ste_mask.defvjp(_ste_fwd, _ste_bwd)
 
 def _make_dst(
     name: str,
-    grow: Callable[[jax.Array, Any, jax.Array], jax.Array],
+    grow: Callable[[jax.Array, Any, jax.Array], jax.Array],  # (w, g, salt) -> uint32 keys
     sparsity: float | Mapping[str, float],
     *,
     update_every: int,
@@ -92,14 +92,16 @@ def _make_dst(
         ]
         return shapes, active
 
-    def leaf_key(count, i):
-        return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), count), i)
+    def leaf_salt(count, i):
+        return _random.salt(seed, count, i)
 
     def initial_masks(shapes, active):
         # Random sparse init at the per-layer densities, exact counts.
         count = jnp.zeros([], jnp.int32)
-        scores = [jax.random.uniform(leaf_key(count, i), s) for i, s in enumerate(shapes)]
-        problems = [[((lambda x=x: ordered_key(x)), x.shape)] for x in scores]
+        problems = [
+            [((lambda i=i, s=s: _random.bits(s, leaf_salt(count, i))), s)]
+            for i, s in enumerate(shapes)
+        ]
         return [m[0] for m in select_top(problems, jnp.array(active, jnp.int32))]
 
     # One executable each (eager calls compile once, not op by op; inlined under jit).
@@ -126,8 +128,9 @@ def _make_dst(
         kept = [x[0] for x in select_top(drop_p, jnp.array(active, jnp.int32) - n_drop)]
         # Grow n_drop among the others (kept weights: key 0, below any grow key).
         gl = [None] * len(leaves) if grads is None else grads
+        # Grow keys are >= 1, above the kept weights' 0.
         grow_keys = [
-            ordered_key(jnp.abs(grow(w, g, leaf_key(count, i)).astype(jnp.float32)))
+            jnp.maximum(grow(w, g, leaf_salt(count, i)), jnp.uint32(1))
             for i, (w, g) in enumerate(zip(leaves, gl, strict=True))
         ]
         grow_p = [
@@ -220,9 +223,9 @@ def rigl(
       Evci et al. 2020, "Rigging the Lottery: Making All Tickets Winners".
     """
 
-    def grow(w, g, rng):
-        del w, rng
-        return g
+    def grow(w, g, salt):
+        del w, salt
+        return ordered_key(jnp.abs(g.astype(jnp.float32)))
 
     return _make_dst(
         "prune.rigl", grow, sparsity, update_every=update_every, end=end, begin=begin,
@@ -245,9 +248,9 @@ def set_(
     """SET (sparse evolutionary training): drop small weights, regrow at random.
 
     As :func:`rigl`, but the weights grown are a uniformly random subset of the inactive
-    ones (no gradients needed, so ``apply`` masks gradients as well), drawn from ``seed`` and
-    the update count. Exported as ``jc.prune.set``. For the original constant fraction pass
-    ``drop_schedule=optax.constant_schedule(0.3)``.
+    ones (no gradients needed, so ``apply`` masks gradients as well), from counter-based
+    random bits salted with ``seed`` and the update count. Exported as ``jc.prune.set``.
+    For the original constant fraction pass ``drop_schedule=optax.constant_schedule(0.3)``.
 
     Args:
       sparsity: overall fraction removed, in [0, 1) (or an explicit ``{regex: sparsity}``).
@@ -278,9 +281,9 @@ def set_(
       Sparse Connectivity inspired by Network Science".
     """
 
-    def grow(w, g, rng):
+    def grow(w, g, salt):
         del g
-        return jax.random.uniform(rng, w.shape, jnp.float32)
+        return _random.bits(w.shape, salt)
 
     return _make_dst(
         "prune.set", grow, sparsity, update_every=update_every, end=end, begin=begin,

@@ -138,6 +138,9 @@ def densify(sp: SparseArray, *, decode: Callable[[Any], jax.Array] | None = None
     return dense.reshape(sp.shape).astype(sp.dtype)
 
 
+_densify_jit = jax.jit(densify, static_argnames="decode")
+
+
 def masks(params: Any, state: Any) -> Any:
     """Per-leaf keep-masks of a (possibly nested) compression state.
 
@@ -215,7 +218,7 @@ def restore(tree: Any, *, decode: Callable[[Any], jax.Array] | None = None) -> A
       [0.0, -4.0, 2.0, 0.0]
     """
     return jax.tree.map(
-        lambda x: densify(x, decode=decode) if _is_sparse(x) else x, tree, is_leaf=_is_sparse
+        lambda x: _densify_jit(x, decode=decode) if _is_sparse(x) else x, tree, is_leaf=_is_sparse
     )
 
 
@@ -260,25 +263,27 @@ def to_bcoo(sp: SparseArray) -> jsparse.BCOO:
 def from_bcoo(mat: jsparse.BCOO) -> SparseArray:
     """A ``BCOO`` (no batch or dense dimensions) as a :class:`SparseArray`.
 
-    Duplicate indices are summed first; stored zeros stay stored (kept entries).
+    Duplicate indices are summed; stored zeros stay stored (kept entries).
 
     Raises:
       ValueError: for batched or dense BCOO dimensions.
     """
     if mat.n_batch or mat.n_dense:
         raise ValueError("from_bcoo: only BCOO without batch or dense dimensions")
-    mat = mat.sum_duplicates(nse=mat.nse)
     idx = np.asarray(mat.indices).reshape(-1, len(mat.shape))
     data = np.asarray(mat.data)
-    keep = np.all(idx < np.asarray(mat.shape), axis=1)  # sum_duplicates pads out of range
-    idx, data = idx[keep], data[keep]
-    flat_idx = np.ravel_multi_index(tuple(idx.T), mat.shape) if len(idx) else np.zeros(0, int)
-    order = np.argsort(flat_idx, kind="stable")  # host-side reordering of the export only
+    valid = np.all(idx < np.asarray(mat.shape), axis=1)  # padding uses out-of-range indices
+    idx, data = idx[valid], data[valid]
+    flat = np.ravel_multi_index(tuple(idx.T), mat.shape) if len(idx) else np.zeros(0, np.int64)
+    # Host-side export bookkeeping: sum duplicates, keep stored zeros, row-major order.
+    uniq, inverse = np.unique(flat, return_inverse=True)
+    summed = np.zeros(len(uniq), data.dtype)
+    np.add.at(summed, inverse, data)
     mask = np.zeros(math.prod(mat.shape), bool)
-    mask[flat_idx] = True
+    mask[uniq] = True
     return SparseArray(
         jnp.asarray(np.packbits(mask)),
-        jnp.asarray(data[order]),
+        jnp.asarray(summed),
         tuple(mat.shape),
         str(np.dtype(mat.dtype)),
     )

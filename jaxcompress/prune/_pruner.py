@@ -20,7 +20,7 @@ from jax import lax
 
 from jaxcompress._src import paths as paths_lib
 from jaxcompress._src.base import Compressor
-from jaxcompress.prune import _distribution, _schedule, _structure
+from jaxcompress.prune import _distribution, _random, _schedule, _structure
 from jaxcompress.prune._threshold import ordered_key, select_top
 
 Scope = str  # "layer" | "global"
@@ -40,12 +40,16 @@ class Criterion:
     """How a method scores weights (larger score: more worth keeping)."""
 
     name: str  # method name for messages, e.g. "prune.magnitude"
-    # (w, g, acc, rng) -> float32 scores of w's shape; g/acc/rng are None when unused.
+    # (w, g, acc, salt) -> float32 scores of w's shape; g / acc are None when unused, salt
+    # is a uint32 scalar (seed, update count, leaf) for seeded criteria.
     score: Callable[[jax.Array, Any, Any, Any], jax.Array]
+    # Optional (w, g, acc, salt) -> uint32 selection keys for unstructured pruning, used
+    # instead of ordered_key(score) (random pruning selects on its hash bits directly).
+    key: Callable[[jax.Array, Any, Any, Any], jax.Array] | None = None
     aggregate: str = "sum"  # unit score: "sumsq" (L2-norm order) or "sum" of element scores
     needs_grads: bool = False  # reads the gradients at mask updates
     accumulates: bool = False  # keeps a per-weight score updated every step (movement)
-    seeded: bool = False  # uses a random key
+    seeded: bool = False  # uses the salt
     cheap: bool = True  # scores are cheap enough to recompute inside every selection pass
 
 
@@ -169,20 +173,19 @@ def make_pruner(
             )  # fmt: skip
         return _Plan(paths, shapes, groups, units, targets)
 
-    def leaf_rngs(count, n):
+    def leaf_salts(count, n):
         if not criterion.seeded:
             return [None] * n
-        base = jax.random.fold_in(jax.random.key(seed), count)
-        return [jax.random.fold_in(base, i) for i in range(n)]
+        return [_random.salt(seed, count, i) for i in range(n)]
 
     def compute_masks(p: _Plan, leaves, grads, acc, count) -> list[jax.Array]:
         n = len(leaves)
-        rngs = leaf_rngs(count, n)
+        salts = leaf_salts(count, n)
         gl = [None] * n if grads is None else grads
         al = [None] * n if acc is None else acc
 
         def score(i):
-            return criterion.score(leaves[i], gl[i], al[i], rngs[i]).astype(jnp.float32)
+            return criterion.score(leaves[i], gl[i], al[i], salts[i]).astype(jnp.float32)
 
         if is_nm:
             return [_structure.nm_mask(structure, score(i)) for i in range(n)]
@@ -195,7 +198,11 @@ def make_pruner(
             return sum(_structure.unit_scores(structure, score(i), criterion.aggregate) for i in g)
 
         lazy = structure is None and criterion.cheap
-        if lazy:
+        if lazy and criterion.key is not None:
+            fns = [
+                (lambda i=g[0]: criterion.key(leaves[i], gl[i], al[i], salts[i])) for g in p.groups
+            ]
+        elif lazy:
             fns = [(lambda g=g: ordered_key(group_scores(g))) for g in p.groups]
         else:
             cached = [ordered_key(group_scores(g)) for g in p.groups]

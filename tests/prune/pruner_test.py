@@ -12,18 +12,22 @@ import pytest
 import jaxcompress as jc
 
 
+def normal(seed, shape, scale=1.0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape) * scale, jnp.float32)
+
+
 def make_params(seed=0, scale1=1.0):
-    k = jax.random.split(jax.random.key(seed), 4)
     return {
-        "Dense_0": {
-            "kernel": jax.random.normal(k[0], (32, 16)),
-            "bias": jax.random.normal(k[1], (16,)),
-        },
-        "Dense_1": {
-            "kernel": scale1 * jax.random.normal(k[2], (16, 8)),
-            "bias": jax.random.normal(k[3], (8,)),
-        },
+        "Dense_0": {"kernel": normal(seed, (32, 16)), "bias": normal(seed + 1, (16,))},
+        "Dense_1": {"kernel": normal(seed + 2, (16, 8), scale1), "bias": normal(seed + 3, (8,))},
     }
+
+
+def random_like(tree, seed):
+    leaves, treedef = jax.tree.flatten(tree)
+    return jax.tree.unflatten(
+        treedef, [normal(seed * 100 + i, x.shape) for i, x in enumerate(leaves)]
+    )
 
 
 KERNELS = [("Dense_0", "kernel"), ("Dense_1", "kernel")]
@@ -78,7 +82,9 @@ def test_global_scope_one_threshold_across_layers():
     assert kept_min >= pruned_max
     # ... so the layer with large weights keeps more than its layer-wise share.
     assert kept(gm[1]) > kept(lm[1]) and kept(gm[0]) < kept(lm[0])
-    np.testing.assert_array_equal(np.asarray(gm[1]).sum(), min(params["Dense_1"]["kernel"].size, kept(gm[1])))
+    np.testing.assert_array_equal(
+        np.asarray(gm[1]).sum(), min(params["Dense_1"]["kernel"].size, kept(gm[1]))
+    )
 
 
 def test_erk_and_explicit_map_distributions():
@@ -109,7 +115,7 @@ def test_schedule_masks_change_only_on_update_steps():
     state = comp.init(params)
     prev = inner(state).mask
     for c in range(1, 12):
-        grads = jax.tree.map(lambda x, c=c: jax.random.normal(jax.random.key(c), x.shape), params)
+        grads = random_like(params, c)
         params, state = step(opt(params, grads), state, grads)
         mask = inner(state).mask
         for a, b in KERNELS:
@@ -128,7 +134,7 @@ def test_schedule_masks_change_only_on_update_steps():
 
 def test_saliency_uses_the_gradients():
     params = make_params()
-    grads = jax.tree.map(lambda x: jax.random.normal(jax.random.key(9), x.shape), params)
+    grads = random_like(params, 9)
     comp = kernels_only(jc.prune.saliency(0.5))
     new, state = jax.jit(comp.update)(params, comp.init(params), grads)
     for a, b in KERNELS:
@@ -149,10 +155,12 @@ def test_movement_accumulates_minus_w_times_g():
     want = jax.tree.map(jnp.zeros_like, params)
     step = jax.jit(comp.update)
     for c in range(1, 4):
-        grads = jax.tree.map(lambda x, c=c: jax.random.normal(jax.random.key(c), x.shape), params)
+        grads = random_like(params, c)
         want = jax.tree.map(lambda s, w, g: s - w * g, want, params, grads)
         params, state = step(params, state, grads)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), state.score, want)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), state.score, want
+    )
     w = want["Dense_0"]["kernel"]
     a = -np.asarray(w)  # keep the largest scores: rank -score ascending
     order = np.lexsort((np.arange(a.size), a.ravel()))
@@ -206,7 +214,9 @@ def test_block_and_channel_structure():
         np.testing.assert_array_equal(km[0], bm)  # the unit's bias goes with it
         assert bm.sum() == units // 2
         # scored by the norm over kernel column and bias together
-        norms = (np.asarray(params[layer]["kernel"]) ** 2).sum(0) + np.asarray(params[layer]["bias"]) ** 2
+        norms = (np.asarray(params[layer]["kernel"]) ** 2).sum(0) + np.asarray(
+            params[layer]["bias"]
+        ) ** 2
         assert norms[bm].min() >= norms[~bm].max()
 
 

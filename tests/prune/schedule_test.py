@@ -44,7 +44,9 @@ def test_one_shot_and_constant():
     assert [c for c in range(20) if bool(sched.is_update(c))] == [2, 5, 8]
     assert float(sched.sparsity(7, 0.6)) == pytest.approx(0.6)
     never_ends = jc.prune.constant(update_every=100)
-    assert bool(never_ends.is_update(2**30)) is False and bool(never_ends.is_update(10**9 // 100 * 100))
+    assert bool(never_ends.is_update(2**30)) is False and bool(
+        never_ends.is_update(10**9 // 100 * 100)
+    )
 
 
 @pytest.mark.parametrize(

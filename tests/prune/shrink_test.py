@@ -46,7 +46,7 @@ def prune_then_shrink(model, params, routes, layers):
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_shrink_mlp_same_function(with_bias):
     model = jc.workloads.MLP((16, 12, 10))
-    x = jax.random.normal(jax.random.key(1), (5, 20))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(5, 20)), jnp.float32)
     params = init_params(model, x)
     rx = "Dense_[01]/.*" if with_bias else "Dense_[01]/kernel"
     pruner = jc.prune.magnitude(0.5, structure=jc.prune.channel())
@@ -64,7 +64,7 @@ def test_shrink_mlp_same_function(with_bias):
 
 def test_shrink_cnn_same_function():
     model = CNN()
-    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 3))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, 6, 3)), jnp.float32)
     params = init_params(model, x)
     pruner = jc.prune.magnitude(0.5, structure=jc.prune.channel())
     pruned, small, sizes = prune_then_shrink(
@@ -82,7 +82,7 @@ def test_shrink_cnn_same_function():
 
 def test_shrink_keeps_conv_units_whose_constant_output_is_not_zero():
     model = CNN()
-    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 3))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, 6, 3)), jnp.float32)
     params = init_params(model, x)
     params["Conv_0"]["bias"] = jnp.linspace(-1.0, 1.0, 8)  # relu(b) > 0 for 4 units
     params["Conv_0"]["kernel"] = params["Conv_0"]["kernel"].at[..., :4].set(0.0).at[..., 6].set(0.0)
@@ -92,7 +92,10 @@ def test_shrink_keeps_conv_units_whose_constant_output_is_not_zero():
     assert sizes["Conv_0"] == 4
     got = jax.jit(CNN((4, 16)).apply)({"params": small}, x)
     np.testing.assert_allclose(
-        np.asarray(got), np.asarray(jax.jit(model.apply)({"params": params}, x)), rtol=1e-5, atol=1e-5
+        np.asarray(got),
+        np.asarray(jax.jit(model.apply)({"params": params}, x)),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
