@@ -29,6 +29,15 @@ CASES = [
     ("qat1", lambda: jc.quant.qat(bits=1)),
     ("magnitude50", lambda: jc.prune.magnitude(0.5)),
     ("magnitude75_at2", lambda: jc.prune.magnitude(0.75, at_step=2)),
+    (
+        "magnitude_global_poly",
+        lambda: jc.prune.magnitude(
+            0.75, scope="global", schedule=jc.prune.polynomial(begin=1, end=3, update_every=1)
+        ),
+    ),
+    ("magnitude_nm24", lambda: jc.prune.magnitude(structure=jc.prune.nm(2, 4))),
+    ("saliency50", lambda: jc.prune.saliency(0.5)),
+    ("rigl50", lambda: jc.prune.rigl(0.5, end=3, update_every=1, distribution="uniform")),
 ]
 
 IDS = [c[0] for c in CASES]

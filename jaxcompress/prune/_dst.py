@@ -98,10 +98,8 @@ def _make_dst(
     def initial_masks(shapes, active):
         # Random sparse init at the per-layer densities, exact counts.
         count = jnp.zeros([], jnp.int32)
-        problems = [
-            [((lambda i=i, s=s: _random.bits(s, leaf_salt(count, i))), s)]
-            for i, s in enumerate(shapes)
-        ]
+        keys = [_random.bits(s, leaf_salt(count, i)) for i, s in enumerate(shapes)]
+        problems = [[((lambda k=k: k), k.shape)] for k in keys]
         return [m[0] for m in select_top(problems, jnp.array(active, jnp.int32))]
 
     # One executable each (eager calls compile once, not op by op; inlined under jit).

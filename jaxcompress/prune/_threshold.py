@@ -253,15 +253,24 @@ def _search(problems: Sequence[Problem], k: jax.Array, active: jax.Array):
 
     def body(S):
         g, flags = guess(S), col(S, _FLAGS)
-        res = []
-        for i, p in enumerate(problems):
-            keys = []
-            for (fn, shape), off in zip(p, offsets[i], strict=True):
-                key = fn()
-                tied = jnp.where(key == S[i, _T], _positions(shape, off), _U32(0))
-                keys.append(jnp.where((flags[i] & _PHASE1) > 0, tied, key))
-            res.append(_pass(keys, g[i]))
-        c, u, v = (jnp.stack(x) for x in zip(*res, strict=True))
+
+        def run(tie_phase):
+            res = []
+            for i, p in enumerate(problems):
+                keys = []
+                for (fn, shape), off in zip(p, offsets[i], strict=True):
+                    key = fn()
+                    if tie_phase:
+                        tied = jnp.where(key == S[i, _T], _positions(shape, off), _U32(0))
+                        key = jnp.where((flags[i] & _PHASE1) > 0, tied, key)
+                    keys.append(key)
+                res.append(_pass(keys, g[i]))
+            return tuple(jnp.stack(x) for x in zip(*res, strict=True))
+
+        # The tie phase's keys cost extra work per entry: only passes that need them pay it.
+        c, u, v = lax.cond(
+            jnp.any((flags & _PHASE1) > 0), lambda: run(True), lambda: run(False)
+        )
         c = _u32(c)
         up = c >= col(S, _K)
         side = jnp.where(up, 1, 2)
