@@ -91,6 +91,9 @@ def sparsify(
       >>> sp = sparsify(x, x != 0)
       >>> sp.values.tolist(), sp.bitmask.tolist()
       ([2.0, 3.0], [96])
+
+    References:
+      Han, Mao & Dally 2016, "Deep Compression" (sparse storage of pruned weights).
     """
     x = jnp.asarray(x)
     mask = np.asarray(mask, bool)
@@ -105,7 +108,20 @@ def sparsify(
 
 
 def mask_of(sp: SparseArray) -> jax.Array:
-    """The bool keep-mask of a :class:`SparseArray` (works under ``jit``)."""
+    """The bool keep-mask of a :class:`SparseArray` (works under ``jit``).
+
+    Args:
+      sp: the sparse array.
+
+    Returns:
+      ``bool[*sp.shape]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.array([0.0, 2.0, 0.0])
+      >>> mask_of(sparsify(x, x != 0)).tolist()
+      [False, True, False]
+    """
     bits = jnp.unpackbits(sp.bitmask, count=sp.size)
     return bits.astype(bool).reshape(sp.shape)
 
@@ -125,6 +141,9 @@ def densify(sp: SparseArray, *, decode: Callable[[Any], jax.Array] | None = None
       >>> x = jnp.array([[0.0, 2.0], [3.0, 0.0]])
       >>> bool((densify(sparsify(x, x != 0)) == x).all())
       True
+
+    References:
+      Han, Mao & Dally 2016, "Deep Compression".
     """
     values = sp.values if decode is None else decode(sp.values)
     values = jnp.asarray(values).reshape(-1)
@@ -153,6 +172,14 @@ def masks(params: Any, state: Any) -> Any:
 
     Returns:
       A tree shaped like ``params`` with bool arrays or ``None``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxcompress as jc
+      >>> comp = jc.rules([("w", jc.prune.magnitude(0.5)), ("b", None)])
+      >>> p = {"w": jnp.array([1.0, -3.0]), "b": jnp.ones(2)}
+      >>> m = jc.prune.masks(p, comp.init(p))
+      >>> m["w"].tolist(), m["b"]
+      ([False, True], None)
     """
     leaves, treedef = jax.tree.flatten(params)
     out: list[Any] = [None] * len(leaves)
@@ -210,6 +237,13 @@ def export(
 def restore(tree: Any, *, decode: Callable[[Any], jax.Array] | None = None) -> Any:
     """Inverse of :func:`export`: dense arrays everywhere (zeros where pruned).
 
+    Args:
+      tree: an exported tree.
+      decode: inverse of the ``encode`` given to :func:`export`.
+
+    Returns:
+      The dense params, bit-identical to the exported ones.
+
     Example:
       >>> import jax.numpy as jnp, jaxcompress as jc
       >>> comp = jc.prune.magnitude(0.5)
@@ -223,7 +257,23 @@ def restore(tree: Any, *, decode: Callable[[Any], jax.Array] | None = None) -> A
 
 
 def nbytes(tree: Any) -> int:
-    """Bytes actually stored by an exported tree (bitmasks, kept values, dense leaves)."""
+    """Bytes actually stored by an exported tree (bitmasks, kept values, dense leaves).
+
+    Equals ``jc.summary(comp, params, state).logical_bytes`` for an unencoded export.
+
+    Args:
+      tree: an exported tree (or any tree of arrays).
+
+    Returns:
+      The total number of bytes.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxcompress as jc
+      >>> comp = jc.prune.magnitude(0.75)
+      >>> p = {"w": jnp.arange(1.0, 65.0)}
+      >>> jc.prune.nbytes(jc.prune.export(p, comp.init(p)))  # 8 B of bits + 16 floats
+      72
+    """
     total = 0
     for x in jax.tree.leaves(tree, is_leaf=_is_sparse):
         total += x.nbytes if _is_sparse(x) else int(np.asarray(x).nbytes)
@@ -265,8 +315,20 @@ def from_bcoo(mat: jsparse.BCOO) -> SparseArray:
 
     Duplicate indices are summed; stored zeros stay stored (kept entries).
 
+    Args:
+      mat: the BCOO matrix.
+
+    Returns:
+      The :class:`SparseArray` (row-major values).
+
     Raises:
       ValueError: for batched or dense BCOO dimensions.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.array([[0.0, 2.0], [3.0, 0.0]])
+      >>> from_bcoo(to_bcoo(sparsify(x, x != 0))).values.tolist()
+      [2.0, 3.0]
     """
     if mat.n_batch or mat.n_dense:
         raise ValueError("from_bcoo: only BCOO without batch or dense dimensions")

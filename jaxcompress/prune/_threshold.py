@@ -63,6 +63,10 @@ def ordered_key(scores: jax.Array) -> jax.Array:
       >>> k = ordered_key(jnp.array([-2.0, -0.0, 0.0, 1.5]))
       >>> bool(jnp.all(k[1:] > k[:-1]))
       True
+
+    References:
+      The order-preserving float-to-integer map of radix sorts, e.g. Herf 2001, "Radix
+      Tricks".
     """
     i = lax.bitcast_convert_type(scores.astype(jnp.float32), jnp.int32)
     # Negative floats: flip the magnitude bits so that more negative means smaller.
@@ -268,9 +272,7 @@ def _search(problems: Sequence[Problem], k: jax.Array, active: jax.Array):
             return tuple(jnp.stack(x) for x in zip(*res, strict=True))
 
         # The tie phase's keys cost extra work per entry: only passes that need them pay it.
-        c, u, v = lax.cond(
-            jnp.any((flags & _PHASE1) > 0), lambda: run(True), lambda: run(False)
-        )
+        c, u, v = lax.cond(jnp.any((flags & _PHASE1) > 0), lambda: run(True), lambda: run(False))
         c = _u32(c)
         up = c >= col(S, _K)
         side = jnp.where(up, 1, 2)
@@ -325,6 +327,18 @@ def select_top(
 
     Raises:
       ValueError: if a problem has ``2**31 - 1`` entries or more, or no arrays.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxcompress as jc
+      >>> a, b = jnp.array([3.0, 1.0, 2.0]), jnp.array([5.0, 4.0])
+      >>> layerwise = [[(lambda: jc.prune.ordered_key(a), a.shape)],
+      ...              [(lambda: jc.prune.ordered_key(b), b.shape)]]
+      >>> [m[0].tolist() for m in jc.prune.select_top(layerwise, jnp.array([2, 1]))]
+      [[True, False, True], [True, False]]
+
+    References:
+      Floyd & Rivest 1975, "Expected time bounds for selection"; Perl, Itai & Avni 1978,
+      "Interpolation search -- a log log N search".
     """
     return _select_top(problems, k)[0]
 
@@ -406,5 +420,8 @@ def topk_mask(scores: jax.Array, k: jax.typing.ArrayLike) -> jax.Array:
       >>> import jax.numpy as jnp
       >>> topk_mask(jnp.array([0.1, 5.0, 0.1, 2.0]), 3).tolist()
       [True, True, False, True]
+
+    References:
+      See :func:`topk_masks`.
     """
     return topk_masks([scores], k)[0]
