@@ -50,7 +50,6 @@ class Criterion:
     needs_grads: bool = False  # reads the gradients at mask updates
     accumulates: bool = False  # keeps a per-weight score updated every step (movement)
     seeded: bool = False  # uses the salt
-    cheap: bool = True  # scores are cheap enough to recompute inside every selection pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,14 +189,14 @@ def make_pruner(
         if is_nm:
             return [_structure.nm_mask(structure, score(i)) for i in range(n)]
 
-        # Unit scores per group: recomputed inside each selection pass when cheap and
-        # unstructured (fused, nothing materialized), otherwise computed once.
+        # Unstructured scores are recomputed inside each selection pass (fused into the
+        # reduction, nothing materialized); unit scores of structures are computed once.
         def group_scores(g):
             if structure is None:
                 return score(g[0])
             return sum(_structure.unit_scores(structure, score(i), criterion.aggregate) for i in g)
 
-        lazy = structure is None and criterion.cheap
+        lazy = structure is None
         if lazy and criterion.key is not None:
             fns = [
                 (lambda i=g[0]: criterion.key(leaves[i], gl[i], al[i], salts[i])) for g in p.groups
