@@ -12,8 +12,9 @@ by at least one distinct value per pass, and a pass whose count lands on ``k`` e
 Guesses come first from a small strided sample of the keys (its order statistics are read off
 a pairwise comparison, itself sort-free), then from interpolating the exact counts inside the
 bracket, aimed slightly past ``k`` so that the bracket closes from both ends; plain bisection
-of the key range is the safeguard when interpolation stalls. Typical inputs need 5-10 passes
-whatever their size; the worst case is bounded by about 50. Ties at ``t`` are broken by
+of the key range is the safeguard when interpolation stalls. Typical inputs need 5-12 passes
+whatever their size; the worst case is bounded (16 guided passes, then at most 32 bisection
+passes of the 32-bit key range, per phase). Ties at ``t`` are broken by
 position (lower flat index first, arrays in order) with a second search of the same kind over
 the tied positions, run only when ties straddle ``k``.
 
