@@ -38,7 +38,9 @@ from jax import lax
 
 _U32 = jnp.uint32
 _MAXU = 0xFFFFFFFF
-_SAMPLE = 256  # sampled keys per selection (the pairwise comparison costs SAMPLE**2)
+# Sampled keys per selection: sqrt(N / 16), within [128, 1024]. The pairwise comparison of
+# the sample costs SAMPLE**2 (at most N / 16), a larger sample brackets k more tightly.
+_SAMPLE_MIN, _SAMPLE_MAX = 128, 1024
 _GUIDED = 16  # passes of sample / interpolation guesses before plain bisection only
 _STALL = 3  # passes moving the same end of the bracket before a bisection step
 
@@ -123,12 +125,13 @@ def _sample_strides(shape: tuple[int, ...], want: int) -> tuple[int, ...]:
 
 def _sample(problem: Problem) -> jax.Array:
     total = sum(math.prod(s) for _, s in problem)
+    size = min(max(round(math.sqrt(total / 16)), _SAMPLE_MIN), _SAMPLE_MAX)
     parts = []
     for fn, shape in problem:
         n = math.prod(shape)
         if n == 0:
             continue
-        strides = _sample_strides(shape, max(1, round(_SAMPLE * n / total)))
+        strides = _sample_strides(shape, max(1, round(size * n / total)))
         key = fn()
         parts.append(key[tuple(slice(None, None, s) for s in strides)].reshape(-1))
     return jnp.concatenate(parts) if parts else jnp.zeros(1, _U32)
