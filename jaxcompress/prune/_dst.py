@@ -154,16 +154,18 @@ def _make_dst(
         is_update = (
             (count >= max(begin, 1)) & (count <= end) & ((count - begin) % update_every == 0)
         )
-        masks = lax.cond(
-            is_update,
-            lambda: rewire(tuple(shapes), tuple(active), leaves, gl, old, count),
-            lambda: list(old),
-        )
-        # Regrown weights start at zero; pruned ones are zeroed.
-        new_leaves = [
-            jnp.where(m & o, w, jnp.zeros_like(w))
-            for w, m, o in zip(leaves, masks, old, strict=True)
-        ]
+        # Zero inactive weights with the current masks (fuses into the optimizer's update);
+        # between rewirings the params then pass through unchanged.
+        kept = [jnp.where(o, w, jnp.zeros_like(w)) for w, o in zip(leaves, old, strict=True)]
+
+        def rewire_step():
+            masks = rewire(tuple(shapes), tuple(active), kept, gl, old, count)
+            # Regrown weights start at zero (they were inactive: zero in `kept`); dropped
+            # ones are zeroed.
+            out = [jnp.where(m, w, jnp.zeros_like(w)) for w, m in zip(kept, masks, strict=True)]
+            return masks, out
+
+        masks, new_leaves = lax.cond(is_update, rewire_step, lambda: (list(old), kept))
         mask = jax.tree.unflatten(treedef, masks)
         return jax.tree.unflatten(treedef, new_leaves), DSTState(count=count, mask=mask)
 

@@ -258,23 +258,32 @@ def make_pruner(
                 f"{method} reads gradients: call update(params, state, grads) (jc.flax.TrainState "
                 "passes them)"
             )
-        gl = None if grads is None else treedef.flatten_up_to(grads)
+        gl = (
+            treedef.flatten_up_to(grads) if criterion.needs_grads or criterion.accumulates else None
+        )
         count = state.count + 1
+        old = treedef.flatten_up_to(state.mask)
+        # Zero the pruned weights with the current masks first: this fuses into the optimizer's
+        # update, and on the (rare) mask updates the new masks are computed from these params,
+        # so a pruned weight does not come back through optimizer drift.
+        kept = [jnp.where(m, w, jnp.zeros_like(w)) for w, m in zip(leaves, old, strict=True)]
         acc, score = None, state.score
         if criterion.accumulates:
             acc = [
                 a - (w.astype(jnp.float32) * g.astype(jnp.float32))
-                for a, w, g in zip(treedef.flatten_up_to(state.score), leaves, gl, strict=True)
+                for a, w, g in zip(treedef.flatten_up_to(state.score), kept, gl, strict=True)
             ]
             score = jax.tree.unflatten(treedef, acc)
-        old = treedef.flatten_up_to(state.mask)
-        masks = lax.cond(
-            schedule.is_update(count),
-            lambda: compute_masks(p, leaves, gl, acc, count),
-            lambda: list(old),
-        )
+
+        def recompute():
+            masks = compute_masks(p, kept, gl, acc, count)
+            out = [jnp.where(m, w, jnp.zeros_like(w)) for w, m in zip(kept, masks, strict=True)]
+            return masks, out
+
+        # Between updates the params pass through unchanged (no extra pass over them).
+        masks, out = lax.cond(schedule.is_update(count), recompute, lambda: (list(old), kept))
         mask = jax.tree.unflatten(treedef, masks)
-        params = apply_fn(params, PruneState(count, mask, None))
+        params = jax.tree.unflatten(treedef, out)
         return params, PruneState(count=count, mask=mask, score=score)
 
     return Compressor(init_fn, apply_fn, update_fn)
