@@ -143,7 +143,6 @@ def _sample(problem: Problem) -> jax.Array:
 _LO, _TOP, _CLO, _CTOP, _K, _IT, _STALE, _SIDE, _FLAGS, _T, _T2, _PASSES = range(12)
 _NCOL = 12
 _LO_SNAP, _TOP_SNAP, _PHASE1, _DONE = 1, 2, 4, 8  # _FLAGS bits
-_SAMPLE_STEPS = (0, 1, 2, 3, -1, -2, -3)  # sample guesses: r0 + step * 2.5 sigma
 
 
 def _u32(x) -> jax.Array:
@@ -177,16 +176,17 @@ def _search(problems: Sequence[Problem], k: jax.Array, active: jax.Array):
     ge = jnp.sum(
         (sample[:, :, None] >= sample[:, None, :]) & valid[:, :, None], axis=1, dtype=jnp.int32
     )
-    q = (k.astype(jnp.float32) / totals.astype(jnp.float32))[:, None]
-    rank = q * mf + 2.5 * (jnp.sqrt(mf * q * (1 - q)) + 1.0) * jnp.array(_SAMPLE_STEPS)[None, :]
-    r = jnp.clip(jnp.round(rank), 1.0, mf).astype(jnp.int32)  # [P, S]
-    at_rank = jnp.max(
-        jnp.where(valid[:, None, :] & (ge[:, None, :] >= r[:, :, None]), sample[:, None, :], 0),
-        axis=2,
-    )
-    # Past the sample's small end: 0, which the bracket clips to lo + 1 (a pass there snaps
-    # lo to the smallest key); past its large end: MAXU, clipped to top (snaps top).
-    table = jnp.where(rank > mf + 0.5, _U32(0), jnp.where(rank < 0.5, _U32(_MAXU), at_rank))
+    mf, totf = mf[:, 0], totals.astype(jnp.float32)
+    r0 = k.astype(jnp.float32) / totf * mf  # sample rank of the k-th largest key
+
+    def sample_at(rank):
+        # The rank-th largest sampled key. Past the sample's small end: 0, which the bracket
+        # clips to lo + 1 (a pass there snaps lo to the smallest key); past its large end:
+        # MAXU, clipped to top (snaps top to the largest key).
+        r = jnp.clip(jnp.round(rank), 1.0, mf).astype(jnp.int32)
+        at = jnp.max(jnp.where(valid & (ge >= r[:, None]), sample, _U32(0)), axis=1)
+        return jnp.where(rank > mf + 0.5, _U32(0), jnp.where(rank < 0.5, _U32(_MAXU), at))
+
     first_pos = _u32(_MAXU) - _u32(totals - 1)  # smallest tied-position key
 
     def col(S, c):
@@ -214,11 +214,17 @@ def _search(problems: Sequence[Problem], k: jax.Array, active: jax.Array):
         target = jnp.clip(jnp.where(side == 1, kf - push, kf + push), ctopf + 0.5, clof - 0.5)
         off = jnp.round((clof - target) / gap * (span.astype(jnp.float32) + 1.0))
         interp = lo + jnp.clip(off, 1.0, 4.0e9).astype(_U32)
-        # Phase 0 until both ends are known: the sample's k-th quantile, then 2.5 sigma
-        # further out per pass on the side still open.
+        # Phase 0 until both ends are known: first the sample's k-th quantile; then, anchored
+        # on the exact count c0 found at the known end, the sample point about (c0 - k) further,
+        # pushed past k by the sampling noise of that distance (doubling each pass).
         open_ = ~(lo_snap & top_snap)
-        j = jnp.where(it == 0, 0, jnp.where(lo_snap, 3 + it, it)).astype(jnp.int32)
-        from_sample = jnp.take_along_axis(table, jnp.minimum(j, 6)[:, None], axis=1)[:, 0]
+        above = jnp.where(lo_snap[:, None], sample >= lo[:, None], sample > top[:, None])
+        anchor = jnp.sum(valid & above, axis=1).astype(jnp.float32)  # its sample rank
+        c0 = jnp.where(lo_snap, clof, ctopf)
+        d = (c0 - kk.astype(jnp.float32)) / totf * mf  # sample ranks from the anchor to k
+        beyond = jnp.sqrt(jnp.abs(d) + 1.0) * jnp.exp2(it.astype(jnp.float32) - 1.0)
+        rank = jnp.where(it == 0, r0, anchor - d + jnp.where(lo_snap, -beyond, beyond))
+        from_sample = sample_at(rank)
         use_sample = ((flags & _PHASE1) == 0) & ((it == 0) | (open_ & (it < 4)))
         bisect = (it >= _GUIDED) | (stale >= _STALL) | (open_ & (it >= 4))
         g = jnp.where(use_sample, from_sample, jnp.where(bisect, lo + span // 2 + 1, interp))
