@@ -166,16 +166,19 @@ def _search(problems: Sequence[Problem], k: jax.Array, active: jax.Array):
     totals = jnp.array([sum(math.prod(s) for _, s in p) for p in problems], jnp.int32)
     offsets = [[sum(math.prod(s) for _, s in p[:j]) for j in range(len(p))] for p in problems]
 
-    # Sample guesses, computed once: order statistics of a small strided sample per problem,
-    # read off a pairwise comparison (ge[p, j] = #{i : s[p, i] >= s[p, j]}), no sort.
+    # Sample guesses: order statistics of a small strided sample per problem, read off a
+    # pairwise comparison (ge[p, j] = #{i : s[p, i] >= s[p, j]}, exact float32 sums of 0/1
+    # done as a matrix product), no sort.
     samples = [_sample(p) for p in problems]
     width = max(x.shape[0] for x in samples)
     sample = jnp.stack([jnp.pad(x, (0, width - x.shape[0])) for x in samples])  # [P, W]
     mf = jnp.array([x.shape[0] for x in samples], jnp.float32)[:, None]
     valid = jnp.arange(width)[None, :] < mf
-    ge = jnp.sum(
-        (sample[:, :, None] >= sample[:, None, :]) & valid[:, :, None], axis=1, dtype=jnp.int32
-    )
+    ge = jnp.einsum(
+        "pi,pij->pj",
+        valid.astype(jnp.float32),
+        (sample[:, :, None] >= sample[:, None, :]).astype(jnp.float32),
+    ).astype(jnp.int32)
     mf, totf = mf[:, 0], totals.astype(jnp.float32)
     r0 = k.astype(jnp.float32) / totf * mf  # sample rank of the k-th largest key
 
