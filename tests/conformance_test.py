@@ -35,6 +35,16 @@ CASES = [
     ("magnitude75_at2", lambda: jc.prune.magnitude(0.75, at_step=2)),
     ("kmeans8_linear_refresh2", lambda: jc.cluster.kmeans(8, init="linear", update_every=2)),
     ("lowrank_r4", lambda: jc.lowrank.svd(rank=4)),
+    (
+        "magnitude_global_poly",
+        lambda: jc.prune.magnitude(
+            0.75, scope="global", schedule=jc.prune.polynomial(begin=1, end=3, update_every=1)
+        ),
+    ),
+    ("magnitude_nm24", lambda: jc.prune.magnitude(structure=jc.prune.nm(2, 4))),
+    ("saliency50", lambda: jc.prune.saliency(0.5)),
+    ("movement50", lambda: jc.prune.movement(0.5)),
+    ("rigl50", lambda: jc.prune.rigl(0.5, end=3, update_every=1, distribution="uniform")),
 ]
 
 IDS = [c[0] for c in CASES]
@@ -189,7 +199,7 @@ def test_update_counts_steps(factory):
 # Methods that accumulate a per-weight float score (e.g. movement pruning) may hold one
 # float tensor per param on top of their masks; every other state stays below the size of
 # one float copy of the params (masks as bool or packed bits, indices as uint8 ...).
-FULL_SIZE_STATE_OK: set[str] = set()
+FULL_SIZE_STATE_OK: set[str] = {"movement50"}
 
 
 @pytest.mark.parametrize("name", IDS)
