@@ -230,3 +230,19 @@ def state_fields(state: State, name: str) -> list[Any]:
     pred = _has_field(name)
     nodes = jax.tree.leaves(state, is_leaf=pred)
     return [getattr(n, name) for n in nodes if pred(n)]
+
+
+def states_of_type(state: State, cls: type) -> list[Any]:
+    """Every node of type ``cls`` in a (possibly nested ``chain`` / ``rules``) state.
+
+    Export functions use it to find their method's states, e.g. every ``QATState``.
+
+    Args:
+      state: a compression state (any pytree).
+      cls: the state class (a NamedTuple type).
+
+    Returns:
+      The nodes that are instances of ``cls``, in tree order.
+    """
+    pred = lambda n: isinstance(n, cls)  # noqa: E731
+    return [n for n in jax.tree.leaves(state, is_leaf=pred) if pred(n)]

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from jaxcompress._src import paths as paths_lib
+from jaxcompress._src import table
 from jaxcompress._src.base import Compressor, Params, State, state_fields
 
 
@@ -27,7 +28,7 @@ class LeafSummary:
 
 
 @dataclasses.dataclass(frozen=True)
-class Summary:
+class Summary(table.ByteTotals):
     """Result of :func:`summary`; ``str()`` gives a table."""
 
     leaves: tuple[LeafSummary, ...]  # one row per parameter leaf
@@ -35,17 +36,9 @@ class Summary:
     param_bytes: int = 0  # bytes of the stored params as they are (float32, bfloat16 ...)
 
     @property
-    def float32_bytes(self) -> int:
-        return sum(r.float32_bytes for r in self.leaves)
-
-    @property
-    def logical_bytes(self) -> int:
-        return sum(r.logical_bytes for r in self.leaves)
-
-    @property
     def ratio(self) -> float:
         """Compression ratio: float32 bytes / compressed logical bytes."""
-        return self.float32_bytes / max(self.logical_bytes, 1)
+        return self.logical_ratio
 
     @property
     def state_ratio(self) -> float:
@@ -81,33 +74,13 @@ class Summary:
             )
             for r in self.leaves
         ]
-        rows.append(
-            (
-                "total",
-                f"{self.num_params:,} params",
-                "",
-                "",
-                "",
-                f"{self.logical_bytes:,}",
-            )
+        total = ("total", f"{self.num_params:,} params", "", "", "", f"{self.logical_bytes:,}")
+        footer = (
+            f"float32 {self.float32_bytes:,} B -> {self.logical_bytes:,} B "
+            f"({self.ratio:.2f}x smaller); compressor state {self.state_bytes:,} B "
+            f"({self.state_ratio:.1%} of the stored params)"
         )
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        line = lambda r: "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-        )
-        sep = "-" * len(line(head))
-        return "\n".join(
-            [
-                line(head),
-                sep,
-                *map(line, rows[:-1]),
-                sep,
-                line(rows[-1]),
-                f"float32 {self.float32_bytes:,} B -> {self.logical_bytes:,} B "
-                f"({self.ratio:.2f}x smaller); compressor state {self.state_bytes:,} B "
-                f"({self.state_ratio:.1%} of the stored params)",
-            ]
-        )
+        return table.format_table(head, rows, total=total, footer=[footer])
 
 
 def _per_leaf(params: Params, trees: list[Any], combine, default):

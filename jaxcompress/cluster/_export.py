@@ -10,9 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcompress._src import paths as paths_lib
-from jaxcompress._src.base import Compressor, Params, State
-from jaxcompress._src.summary import finalize
+from jaxcompress._src.base import Compressor, Params, State, states_of_type
+from jaxcompress._src.export import export_owned
 from jaxcompress.cluster import _packing
 from jaxcompress.cluster._kmeans import KMeansState, gather, index_bits
 
@@ -92,14 +91,19 @@ def decode(tree: Any) -> Params:
     )
 
 
-def _kmeans_states(state: State) -> list[KMeansState]:
-    is_km = lambda n: isinstance(n, KMeansState)
-    return [n for n in jax.tree.leaves(state, is_leaf=is_km) if is_km(n)]
-
-
-def _per_leaf(treedef: Any, tree: Any) -> list[Any]:
-    """A per-leaf state tree (``None`` at leaves not owned) flattened like the params."""
-    return treedef.flatten_up_to(tree)
+def _owned(state: State, treedef: Any, leaves: list[jax.Array]) -> list[Any]:
+    """Per leaf of the view: ``(assignments, codebook)`` of the k-means state that clustered
+    it, or None."""
+    owned: list[tuple[jax.Array, jax.Array] | None] = [None] * len(leaves)
+    for s in states_of_type(state, KMeansState):
+        a_flat, c_flat, b_flat = (
+            treedef.flatten_up_to(t) for t in (s.assignments, s.trainable, s.bits)
+        )
+        for j, (a, c, b) in enumerate(zip(a_flat, c_flat, b_flat, strict=True)):
+            stored = jnp.dtype(leaves[j].dtype).itemsize * 8
+            if a is not None and int(b) < stored:  # clustered (its at_step has come)
+                owned[j] = (a, c)
+    return owned
 
 
 def export(compressor: Compressor, params: Params, state: State) -> Any:
@@ -137,22 +141,13 @@ def export(compressor: Compressor, params: Params, state: State) -> Any:
     References:
       Han, Mao & Dally 2016, "Deep Compression".
     """
-    paths_lib.check_array_leaves(params)
-    view = finalize(compressor, params, state)
-    leaves, treedef = jax.tree.flatten(view)
-    owned: list[tuple[jax.Array, jax.Array] | None] = [None] * len(leaves)
-    for s in _kmeans_states(state):
-        a_flat = _per_leaf(treedef, s.assignments)
-        c_flat = _per_leaf(treedef, s.trainable)
-        b_flat = _per_leaf(treedef, s.bits)
-        for j, (a, c, b) in enumerate(zip(a_flat, c_flat, b_flat, strict=True)):
-            stored = jnp.dtype(leaves[j].dtype).itemsize * 8
-            if a is not None and int(b) < stored:  # clustered (its at_step has come)
-                owned[j] = (a, c)
-    out = []
-    for (path, v), own in zip(paths_lib.leaves_with_paths(view), owned, strict=True):
-        out.append(v if own is None else _export_leaf(path, v, *own))
-    return jax.tree.unflatten(treedef, out)
+    return export_owned(
+        compressor,
+        params,
+        state,
+        owned=lambda treedef, leaves: _owned(state, treedef, leaves),
+        export_leaf=lambda path, v, own: _export_leaf(path, v, *own),
+    )
 
 
 def _export_leaf(path: str, view: jax.Array, a: jax.Array, c: jax.Array) -> ClusteredArray:

@@ -187,26 +187,17 @@ def distiller(
             f"{fn}: teacher_apply_fn must be a callable, a non-empty sequence of them, 'self' "
             f"or None, got {teacher_apply_fn!r}"
         )
-    num_teachers = max(len(teacher_fns), 1)
-    obj = common.make_objective(
-        fn=fn,
-        num_teachers=num_teachers,
-        temperature=temperature,
-        alpha=alpha,
-        teacher_weights=teacher_weights,
-        hints=hints,
-        attention=attention,
+    setup = common.make_setup(
+        fn,
+        cached=mode == "cached",
+        use_teacher="pass the teacher's apply function instead",
+        num_teachers=max(len(teacher_fns), 1),
+        loss=(temperature, alpha, teacher_weights, hints, attention),
+        augment=augment,
+        kwargs=(student_kwargs, teacher_kwargs),
     )
-    capture_s, capture_t = common.needs_features(obj)
-    if mode == "cached" and capture_s:
-        raise ValueError(
-            f"{fn}: hints and attention terms need the teacher's features, which cached "
-            "teacher logits do not have; pass the teacher's apply function instead"
-        )
-    if augment is not None and not callable(augment):
-        raise TypeError(f"{fn}: augment must be a callable (key, x) -> x, got {augment!r}")
-    s_kwargs = dict(student_kwargs or {})
-    t_kwargs = dict(teacher_kwargs or {})
+    capture_s, capture_t = setup.capture_student, setup.capture_teachers
+    s_kwargs, t_kwargs = setup.student_kwargs, setup.teacher_kwargs
     rng_streams = tuple(rng_streams)
 
     def teachers_forward(state: DistillState, x):
@@ -228,8 +219,7 @@ def distiller(
                 _forward(f, jax.lax.stop_gradient(v), x, capture=c, kwargs=t_kwargs, rngs=None)
                 for f, v, c in zip(teacher_fns, variables, capture_t, strict=True)
             ]
-        logits = [common.check_logits(o, fn=fn, who="teacher") for o, _ in outs]
-        return jax.lax.stop_gradient(logits), jax.lax.stop_gradient([f for _, f in outs])
+        return common.teacher_targets(outs, fn=fn)
 
     def init_fn(
         student: TrainState,
@@ -289,8 +279,7 @@ def distiller(
                 return s_feats, t_feats
 
             s_feats, t_feats = jax.eval_shape(shapes, state, sample_x)
-            widths = common.feature_widths(obj, s_feats, t_feats, fn=fn)
-            projections = common.init_projections(obj, widths, key, fn=fn)
+            projections = common.projections_for(setup.obj, s_feats, t_feats, key, fn=fn)
         tx = projection_tx if projection_tx is not None else student.tx
         return state.replace(
             projections=projections, projection_opt_state=tx.init(projections), projection_tx=tx
@@ -300,22 +289,19 @@ def distiller(
         x, labels, mask, cached = common.unpack_batch(batch, fn=fn)
         if (augment is not None or rng_streams) and key is None:
             raise ValueError(f"{fn}: augment / rng_streams need a key: step(state, batch, key)")
-        if augment is not None:
-            key, k_aug = jax.random.split(key)
-            x = augment(k_aug, x)
+        x, key = common.augment_batch(augment, x, key)
         rngs = None
         if rng_streams:
             ks = jax.random.split(key, len(rng_streams))
             rngs = dict(zip(rng_streams, ks, strict=True))
         if mode == "cached":
-            if cached is None:
-                raise ValueError(
-                    f"{fn}(None) distils from cached teacher logits: each batch needs a "
-                    "'teacher_logits' entry (see jc.distill.teacher_logits)"
-                )
-            t_logits, t_feats = [jax.lax.stop_gradient(cached)], [{}]
+            targets = common.cached_targets(
+                cached,
+                missing=f"{fn}(None) distils from cached teacher logits: each batch needs a "
+                "'teacher_logits' entry (see jc.distill.teacher_logits)",
+            )
         else:
-            t_logits, t_feats = teachers_forward(state, x)
+            targets = teachers_forward(state, x)
         st = state.student
 
         def loss_fn(trainables, projections):
@@ -323,19 +309,10 @@ def distiller(
             out, s_feats = _forward(
                 st.apply_fn, {"params": view}, x, capture=capture_s, kwargs=s_kwargs, rngs=rngs
             )
-            s_logits = common.check_logits(out, fn=fn, who="student")
             return common.loss_and_metrics(
-                obj,
-                fn=fn,
-                step=st.step,
-                s_logits=s_logits,
-                s_feats=s_feats,
-                t_logits=t_logits,
-                t_feats=t_feats,
-                labels=labels,
-                mask=mask,
+                setup.obj, out, s_feats, targets, fn=fn, step=st.step, labels=labels, mask=mask,
                 projections=projections,
-            )
+            )  # fmt: skip
 
         grads, metrics = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
             st.trainables, state.projections

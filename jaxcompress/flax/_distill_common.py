@@ -191,30 +191,6 @@ class Objective(NamedTuple):
     attention: tuple[AttentionTransfer, ...]
 
 
-def make_objective(
-    *,
-    fn: str,
-    num_teachers: int,
-    temperature: Any,
-    alpha: Any,
-    teacher_weights: Any,
-    hints: Sequence[Hint],
-    attention: Sequence[AttentionTransfer],
-) -> Objective:
-    temp = as_schedule(temperature, fn=fn, name="temperature", lo=0.0, hi=None)
-    alp = None if alpha is None else as_schedule(alpha, fn=fn, name="alpha", lo=0.0, hi=1.0)
-    w = None
-    if teacher_weights is not None:
-        w = np.asarray(teacher_weights, np.float32)
-        if w.shape != (num_teachers,) or not (np.all(np.isfinite(w)) and np.all(w >= 0)):
-            raise ValueError(
-                f"{fn}: teacher_weights must be {num_teachers} finite numbers >= 0, got "
-                f"{teacher_weights!r}"
-            )
-    h, a = check_specs(hints, attention, num_teachers, fn=fn)
-    return Objective(temp, alp, w, num_teachers, h, a)
-
-
 def feature_widths(obj: Objective, s_feats, t_feats, *, fn: str) -> dict[str, tuple[int, int]]:
     """Checks every feature term on (abstract) features; ``{hint name: (d_s, d_t)}``."""
     widths = {}
@@ -279,13 +255,12 @@ def needs_features(obj: Objective) -> tuple[bool, list[bool]]:
 
 def loss_and_metrics(
     obj: Objective,
+    out: Any,
+    s_feats: Mapping[str, jax.Array],
+    targets: tuple[Sequence[jax.Array], Sequence[Mapping[str, jax.Array]]],
     *,
     fn: str,
     step: jax.Array,
-    s_logits: jax.Array,
-    s_feats: Mapping[str, jax.Array],
-    t_logits: Sequence[jax.Array],
-    t_feats: Sequence[Mapping[str, jax.Array]],
     labels: Any,
     mask: Any,
     projections: Mapping[str, Any],
@@ -295,9 +270,24 @@ def loss_and_metrics(
     ``total = alpha * CE + (1 - alpha) * KD + sum_i w_i * feature_term_i``, each term a mean
     over the examples ``mask`` keeps. With labels and a constant ``alpha`` it equals the mean
     of :func:`jaxcompress.distill.kd_loss` plus the feature terms.
+
+    Args:
+      obj: the objective.
+      out: the student's forward output (its logits).
+      s_feats: the student's captured features.
+      targets: ``(teacher logits, teacher features)``, one entry per teacher.
+      fn: the factory's name, for errors.
+      step: the student's step (the schedules' argument).
+      labels: the batch labels or None.
+      mask: the batch mask or None.
+      projections: the hint projections.
+
+    Returns:
+      ``(total, metrics)``.
     """
-    t_logits = [jax.lax.stop_gradient(t) for t in t_logits]
-    t_feats = [jax.lax.stop_gradient(dict(f)) for f in t_feats]
+    s_logits = check_logits(out, fn=fn, who="student")
+    t_logits = [jax.lax.stop_gradient(t) for t in targets[0]]
+    t_feats = [jax.lax.stop_gradient(dict(f)) for f in targets[1]]
     temperature = obj.temperature(step)
     where = None if mask is None else jnp.asarray(mask)
     if where is not None and where.shape != s_logits.shape[:-1]:
@@ -367,3 +357,91 @@ def update_projections(tx, grads, opt_state, projections):
         return projections, opt_state
     updates, opt_state = tx.update(grads, opt_state, projections)
     return optax.apply_updates(projections, updates), opt_state
+
+
+class Setup(NamedTuple):
+    """The checked, static part of a distiller: its objective and forward-pass options."""
+
+    obj: Objective
+    capture_student: bool  # the student must capture intermediates (feature terms)
+    capture_teachers: list[bool]  # per teacher: must capture intermediates
+    student_kwargs: dict[str, Any]  # static keyword arguments of the student's forward
+    teacher_kwargs: dict[str, Any]  # static keyword arguments of the teachers' forward
+
+
+def make_setup(
+    fn: str,
+    *,
+    cached: bool,
+    use_teacher: str,
+    num_teachers: int,
+    loss: tuple[Any, Any, Any, Sequence[Hint], Sequence[AttentionTransfer]],
+    augment: Any,
+    kwargs: tuple[Mapping[str, Any] | None, Mapping[str, Any] | None],
+) -> Setup:
+    """Validates a distiller's options (the linen and NNX factories share them).
+
+    Args:
+      fn: the factory's name, for errors.
+      cached: the teacher logits come with the batch.
+      use_teacher: what to pass instead of cached logits for feature terms (an error's hint).
+      num_teachers: how many teachers the KD term averages.
+      loss: ``(temperature, alpha, teacher_weights, hints, attention)`` as the factory got
+        them.
+      augment: the factory's ``augment``.
+      kwargs: ``(student_kwargs, teacher_kwargs)`` as the factory got them.
+
+    Returns:
+      The :class:`Setup`.
+    """
+    temperature, alpha, teacher_weights, hints, attention = loss
+    temp = as_schedule(temperature, fn=fn, name="temperature", lo=0.0, hi=None)
+    alp = None if alpha is None else as_schedule(alpha, fn=fn, name="alpha", lo=0.0, hi=1.0)
+    w = None
+    if teacher_weights is not None:
+        w = np.asarray(teacher_weights, np.float32)
+        if w.shape != (num_teachers,) or not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+            raise ValueError(
+                f"{fn}: teacher_weights must be {num_teachers} finite numbers >= 0, got "
+                f"{teacher_weights!r}"
+            )
+    obj = Objective(temp, alp, w, num_teachers, *check_specs(hints, attention, num_teachers, fn=fn))
+    capture_s, capture_t = needs_features(obj)
+    if cached and capture_s:
+        raise ValueError(
+            f"{fn}: hints and attention terms need the teacher's features, which cached "
+            f"teacher logits do not have; {use_teacher}"
+        )
+    if augment is not None and not callable(augment):
+        raise TypeError(f"{fn}: augment must be a callable (key, x) -> x, got {augment!r}")
+    return Setup(obj, capture_s, capture_t, *(dict(k or {}) for k in kwargs))
+
+
+def augment_batch(augment: Any, x: Any, key: Any) -> tuple[Any, Any]:
+    """``(augment(k, x), rest of key)``: the batch augmented once per step (if ``augment``)."""
+    if augment is None:
+        return x, key
+    key, k_aug = jax.random.split(key)
+    return augment(k_aug, x), key
+
+
+def teacher_targets(
+    outs: Sequence[tuple[Any, Mapping[str, jax.Array]]], *, fn: str
+) -> tuple[list[jax.Array], list[Mapping[str, jax.Array]]]:
+    """Teacher ``(logits, features)`` per teacher from their forward outputs, no gradient."""
+    logits = [check_logits(o, fn=fn, who="teacher") for o, _ in outs]
+    return jax.lax.stop_gradient(logits), jax.lax.stop_gradient([f for _, f in outs])
+
+
+def cached_targets(cached: Any, *, missing: str) -> tuple[list[jax.Array], list[dict]]:
+    """The targets of cached teacher logits; ``missing`` is the error without them."""
+    if cached is None:
+        raise ValueError(missing)
+    return [jax.lax.stop_gradient(cached)], [{}]
+
+
+def projections_for(
+    obj: Objective, s_feats: Mapping[str, Any], t_feats: Sequence[Any], key: Any, *, fn: str
+) -> dict[str, Any]:
+    """Checks the feature terms on (abstract) features and makes the hint projections."""
+    return init_projections(obj, feature_widths(obj, s_feats, t_feats, fn=fn), key, fn=fn)

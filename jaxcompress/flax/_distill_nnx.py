@@ -11,6 +11,7 @@ from flax import nnx
 
 from jaxcompress._src.base import Compressor, identity, trainable
 from jaxcompress.flax import _distill_common as common
+from jaxcompress.flax._nnx import Compressed
 
 Augment = Callable[[jax.Array, jax.Array], jax.Array]  # (key, x) -> augmented x
 
@@ -18,7 +19,8 @@ Augment = Callable[[jax.Array, jax.Array], jax.Array]  # (key, x) -> augmented x
 class NNXDistillState(NamedTuple):
     """The functional part of an NNX distillation step (the modules stay mutable objects)."""
 
-    compression: Any  # the Compressor state over the student's nnx.Param pure dict
+    compression: Any  # the Compressor state over the student's nnx.Param pure dict; None
+    #   when the student is a jc.flax.Compressed (its state lives in the wrapper)
     projections: Any  # {hint name: {"kernel", "bias"}}: learned student->teacher projections
     projection_opt_state: Any  # optax state of the projections
 
@@ -98,7 +100,14 @@ def nnx_distiller(
 
     The student's optimizer must be ``nnx.Optimizer(student, tx, wrt=nnx.Param)``. The
     schedules run on ``optimizer.step``. Compressors with trainable variables (LSQ step
-    sizes, k-means centroids) are rejected here: this step optimizes ``nnx.Param`` only.
+    sizes, k-means centroids) train the way :class:`jaxcompress.flax.Compressed` trains them:
+    pass the wrapper ``cmodel = jc.flax.Compressed(student, compressor)`` as the student
+    (and no ``compressor=`` here) with ``nnx.Optimizer(cmodel, tx, wrt=nnx.Param)``; the
+    step differentiates the model params and the :class:`~jaxcompress.flax.CompressionParam`
+    variables together, and ``cmodel.update`` runs the compressor (its state then lives in
+    the wrapper, and :class:`NNXDistillState` ``.compression`` is ``None``). A plain student
+    is run through the same wrapper internally, with the compressor state in
+    ``NNXDistillState.compression``.
 
     Teachers (``teacher=``): ``"module"``, frozen ``nnx.Module`` teacher(s) given to each
     step (a tuple of ``num_teachers`` with several; put them in eval mode with
@@ -107,7 +116,8 @@ def nnx_distiller(
 
     Args:
       teacher: ``"module"``, ``"self"`` or ``"cached"``.
-      compressor: the Compressor of the student's params (default ``jc.identity()``).
+      compressor: the Compressor of the student's params (default ``jc.identity()``);
+        leave it out when the student is a ``jc.flax.Compressed``.
       temperature: softmax temperature ``T > 0``, a float or an optax schedule.
       alpha: weight of the hard-label cross entropy (float or schedule in ``[0, 1]``);
         ``None``: 0.5 with labels, else 0.
@@ -126,8 +136,9 @@ def nnx_distiller(
 
     Raises:
       ValueError: as :func:`jaxcompress.flax.distiller`; also for an unknown ``teacher``
-        mode, a compressor with trainable variables, or teachers that do not match
-        ``num_teachers``.
+        mode, a compressor with trainable variables on a plain (unwrapped) student, a
+        ``compressor=`` beside a ``jc.flax.Compressed`` student, or teachers that do not
+        match ``num_teachers``.
       TypeError: if ``compressor`` is not a ``jc.Compressor``.
 
     Example:
@@ -156,9 +167,7 @@ def nnx_distiller(
     fn = "nnx_distiller"
     if teacher not in ("module", "self", "cached"):
         raise ValueError(f"{fn}: teacher must be 'module', 'self' or 'cached', got {teacher!r}")
-    if compressor is None:
-        compressor = identity()
-    if not isinstance(compressor, Compressor):
+    if compressor is not None and not isinstance(compressor, Compressor):
         raise TypeError(
             f"{fn}: compressor must be a jc.Compressor, got {type(compressor).__name__}"
         )
@@ -166,26 +175,18 @@ def nnx_distiller(
         raise ValueError(f"{fn}: num_teachers must be a positive integer, got {num_teachers!r}")
     if teacher != "module" and num_teachers != 1:
         raise ValueError(f"{fn}: num_teachers={num_teachers} needs teacher='module'")
-    obj = common.make_objective(
-        fn=fn,
+    setup = common.make_setup(
+        fn,
+        cached=teacher == "cached",
+        use_teacher="use teacher='module'",
         num_teachers=num_teachers,
-        temperature=temperature,
-        alpha=alpha,
-        teacher_weights=teacher_weights,
-        hints=hints,
-        attention=attention,
+        loss=(temperature, alpha, teacher_weights, hints, attention),
+        augment=augment,
+        kwargs=(student_kwargs, teacher_kwargs),
     )
-    capture_s, capture_t = common.needs_features(obj)
-    if teacher == "cached" and capture_s:
-        raise ValueError(
-            f"{fn}: hints and attention terms need the teacher's features, which cached "
-            "teacher logits do not have; use teacher='module'"
-        )
-    if augment is not None and not callable(augment):
-        raise TypeError(f"{fn}: augment must be a callable (key, x) -> x, got {augment!r}")
-    s_kwargs = dict(student_kwargs or {})
-    t_kwargs = dict(teacher_kwargs or {})
+    capture_t = setup.capture_teachers
     mode = teacher
+    comp = identity() if compressor is None else compressor  # of a plain student
 
     def check_teachers(teachers):
         if mode != "module":
@@ -203,27 +204,47 @@ def nnx_distiller(
             )
         return tuple(ts)
 
-    def teachers_forward(teachers, graphdef, params, rest, x):
-        if mode == "self":
-            model = nnx.merge(
-                graphdef, jax.lax.stop_gradient(params), jax.tree.map(lambda v: v, rest)
-            )
-            outs = [_forward(model, x, capture=capture_t[0], kwargs=t_kwargs)]
-        else:
-            outs = [
-                _forward(t, x, capture=c, kwargs=t_kwargs)
-                for t, c in zip(teachers, capture_t, strict=True)
-            ]
-        logits = [common.check_logits(o, fn=fn, who="teacher") for o, _ in outs]
-        return jax.lax.stop_gradient(logits), jax.lax.stop_gradient([f for _, f in outs])
+    def check_student(student, where):
+        """The student's compression wrapper, if it has one (see the docstring)."""
+        if isinstance(student, Compressed):
+            if compressor is not None and compressor is not student.compressor:
+                raise ValueError(
+                    f"{where}: the student is a jc.flax.Compressed with its own compressor; "
+                    "build the distiller without compressor="
+                )
+            return True
+        if not isinstance(student, nnx.Module):
+            raise TypeError(f"{where}: student must be an nnx.Module, got {type(student)}")
+        return False
 
     def check_compression(compression):
         if jax.tree.leaves(trainable(compression)):
             raise ValueError(
                 f"{fn}: this compressor has trainable variables (e.g. LSQ step sizes, "
                 "centroids), which nnx.Optimizer(student, tx, wrt=nnx.Param) does not train; "
-                "use jc.flax.distiller with a linen jc.flax.TrainState for it"
+                "wrap the student, cmodel = jc.flax.Compressed(student, compressor), and "
+                "distil cmodel with nnx.Optimizer(cmodel, tx, wrt=nnx.Param)"
             )
+
+    def wrap(student, compression):
+        """The student as a ``Compressed`` module (a plain one wrapped on the fly)."""
+        if isinstance(student, Compressed):
+            return student
+        return Compressed(student, comp, compression=compression)
+
+    def teachers_forward(teachers, cmodel_def, params, rest, x):
+        if mode == "self":
+            # The student's own float params: the wrapped model, not its compressed view.
+            own = nnx.merge(
+                cmodel_def, jax.lax.stop_gradient(params), jax.tree.map(lambda v: v, rest)
+            )
+            outs = [_forward(own.model, x, capture=capture_t[0], kwargs=setup.teacher_kwargs)]
+        else:
+            outs = [
+                _forward(t, x, capture=c, kwargs=setup.teacher_kwargs)
+                for t, c in zip(teachers, capture_t, strict=True)
+            ]
+        return common.teacher_targets(outs, fn=fn)
 
     def init_fn(
         student: nnx.Module,
@@ -236,7 +257,8 @@ def nnx_distiller(
         """Creates the compression state and the hint projections.
 
         Args:
-          student: the student ``nnx.Module``.
+          student: the student ``nnx.Module``, or a ``jc.flax.Compressed`` wrapper of it
+            (then its own compressor and state are used).
           optimizer: its ``nnx.Optimizer`` (its ``tx`` also trains the projections unless
             the distiller has a ``projection_tx``).
           teacher: the teacher module(s) (``teacher="module"``), used to check feature paths.
@@ -246,89 +268,85 @@ def nnx_distiller(
         Returns:
           The :class:`NNXDistillState`.
         """
-        if not isinstance(student, nnx.Module):
-            raise TypeError(f"{fn}.init: student must be an nnx.Module, got {type(student)}")
+        wrapped = check_student(student, f"{fn}.init")
         if not isinstance(optimizer, nnx.Optimizer):
             raise TypeError(f"{fn}.init: optimizer must be an nnx.Optimizer, got {type(optimizer)}")
-        compression = compressor.init(param_dict(student))
-        check_compression(compression)
+        compression = None
+        if not wrapped:
+            compression = comp.init(param_dict(student))
+            check_compression(compression)
         projections = {}
-        if capture_s:
+        if setup.capture_student:
             teachers = check_teachers(teacher)
             if sample_x is None:
                 raise ValueError(f"{fn}.init: hints / attention terms need sample_x (a batch)")
-            graphdef, params, rest = nnx.split(student, nnx.Param, ...)
+            cmodel_def, params, rest = nnx.split(wrap(student, compression), nnx.Param, ...)
             t_split = [nnx.split(t) for t in teachers]
 
             def shapes(params, rest, t_states, x):
                 # Fresh copies: capturing never touches the caller's modules.
                 ts = [nnx.merge(gd, st) for (gd, _), st in zip(t_split, t_states, strict=True)]
-                _, t_feats = teachers_forward(ts, graphdef, params, rest, x)
-                model = nnx.merge(graphdef, params, rest)
-                _, s_feats = _forward(model, x, capture=True, kwargs=s_kwargs)
+                _, t_feats = teachers_forward(ts, cmodel_def, params, rest, x)
+                model = nnx.merge(cmodel_def, params, rest).model
+                _, s_feats = _forward(model, x, capture=True, kwargs=setup.student_kwargs)
                 return s_feats, t_feats
 
             s_feats, t_feats = jax.eval_shape(
                 shapes, params, rest, [st for _, st in t_split], sample_x
             )
-            widths = common.feature_widths(obj, s_feats, t_feats, fn=fn)
-            projections = common.init_projections(obj, widths, key, fn=fn)
+            projections = common.projections_for(setup.obj, s_feats, t_feats, key, fn=fn)
         tx = projection_tx if projection_tx is not None else optimizer.tx
         return NNXDistillState(compression, projections, tx.init(projections))
 
     @nnx.jit
     def _step(student, optimizer, state, batch, teachers, key):
         x, labels, mask, cached = common.unpack_batch(batch, fn=fn)
-        if augment is not None:
-            if key is None:
-                raise ValueError(f"{fn}: augment needs a key: step(..., key=key)")
-            key, k_aug = jax.random.split(key)
-            x = augment(k_aug, x)
-        check_compression(state.compression)
-        graphdef, params, rest = nnx.split(student, nnx.Param, ...)
+        if augment is not None and key is None:
+            raise ValueError(f"{fn}: augment needs a key: step(..., key=key)")
+        x, key = common.augment_batch(augment, x, key)
+        wrapped = isinstance(student, Compressed)
+        if not wrapped:
+            check_compression(state.compression)
+        cmodel = wrap(student, state.compression)
+        cmodel_def, params, rest = nnx.split(cmodel, nnx.Param, ...)
         if mode == "cached":
-            if cached is None:
-                raise ValueError(
-                    f"{fn}(teacher='cached'): each batch needs a 'teacher_logits' entry "
-                    "(see jc.distill.teacher_logits)"
-                )
-            t_logits, t_feats = [jax.lax.stop_gradient(cached)], [{}]
+            targets = common.cached_targets(
+                cached,
+                missing=f"{fn}(teacher='cached'): each batch needs a 'teacher_logits' entry "
+                "(see jc.distill.teacher_logits)",
+            )
         else:
-            t_logits, t_feats = teachers_forward(teachers, graphdef, params, rest, x)
+            targets = teachers_forward(teachers, cmodel_def, params, rest, x)
         step = optimizer.step[...]
 
         def loss_fn(pure, projections):
-            view = compressor.apply(pure, state.compression)
             # Fresh Variables for this trace (rest holds the step-level ones, e.g. rng counts).
-            model = nnx.merge(graphdef, _with_values(params, view), jax.tree.map(lambda v: v, rest))
-            out, s_feats = _forward(model, x, capture=capture_s, kwargs=s_kwargs)
-            s_logits = common.check_logits(out, fn=fn, who="student")
-            total, metrics = common.loss_and_metrics(
-                obj,
-                fn=fn,
-                step=step,
-                s_logits=s_logits,
-                s_feats=s_feats,
-                t_logits=t_logits,
-                t_feats=t_feats,
-                labels=labels,
-                mask=mask,
-                projections=projections,
+            model = nnx.merge(
+                cmodel_def, _with_values(params, pure), jax.tree.map(lambda v: v, rest)
             )
+            out, s_feats = _forward(
+                model.compressed_model(),
+                x,
+                capture=setup.capture_student,
+                kwargs=setup.student_kwargs,
+            )
+            total, metrics = common.loss_and_metrics(
+                setup.obj, out, s_feats, targets, fn=fn, step=step, labels=labels, mask=mask,
+                projections=projections,
+            )  # fmt: skip
             new_rest = nnx.split(model, nnx.Param, ...)[2]
             return total, (metrics, new_rest)
 
-        pure = nnx.to_pure_dict(params)
         (g_pure, g_proj), (metrics, new_rest) = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
-            pure, state.projections
+            nnx.to_pure_dict(params), state.projections
         )
-        nnx.update(student, new_rest)
-        optimizer.update(student, _with_values(params, g_pure))
-        new_params = nnx.state(student, nnx.Param)
-        new_pure, compression = compressor.update(
-            nnx.to_pure_dict(new_params), state.compression, g_pure
-        )
-        nnx.update(student, _with_values(new_params, new_pure))
+        nnx.update(cmodel, new_rest)
+        if wrapped:  # the optimizer trains the wrapper: params and CompressionParams
+            optimizer.update(student, _with_values(params, g_pure))
+        else:  # the optimizer trains the plain student's params
+            optimizer.update(student, _with_values(nnx.state(student, nnx.Param), g_pure["model"]))
+        cmodel.update(g_pure)  # compressor.update; its params are written back to the model
+        compression = None if wrapped else cmodel.compression_state
         tx = projection_tx if projection_tx is not None else optimizer.tx
         projections, proj_opt = common.update_projections(
             tx, g_proj, state.projection_opt_state, state.projections
@@ -336,6 +354,7 @@ def nnx_distiller(
         return NNXDistillState(compression, projections, proj_opt), metrics
 
     def step_fn(student, optimizer, state, batch, *, teacher=None, key=None):
+        check_student(student, fn)
         teachers = check_teachers(teacher)
         if not isinstance(state, NNXDistillState):
             raise TypeError(f"{fn}: state must come from init, got {type(state).__name__}")

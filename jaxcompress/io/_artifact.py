@@ -44,7 +44,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcompress._src import bits as bits_lib
 from jaxcompress._src import paths as paths_lib
+from jaxcompress._src import table
 
 MAGIC = b"JXCART\x00\x01"
 CODECS = ("lzma", "zlib", "none")
@@ -98,23 +100,6 @@ def _symbol_dtype(bits: int) -> np.dtype:
     return np.dtype("<u1") if bits <= 8 else np.dtype("<u2")
 
 
-def _packed_bytes(n: int, bits: int) -> int:
-    return math.ceil(n * bits / 8)
-
-
-def _np_pack(symbols: np.ndarray, bits: int) -> bytes:
-    """``bits``-bit little-endian bit stream (the layout of ``jc.cluster.pack_bits``)."""
-    v = symbols.astype(np.uint32)
-    planes = ((v[:, None] >> np.arange(bits, dtype=np.uint32)[None, :]) & 1).astype(np.uint8)
-    return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
-
-
-def _np_unpack(data: bytes, bits: int, n: int) -> np.ndarray:
-    planes = np.unpackbits(np.frombuffer(data, np.uint8), count=n * bits, bitorder="little")
-    weights = (np.uint32(1) << np.arange(bits, dtype=np.uint32))[None, :]
-    return (planes.reshape(n, bits).astype(np.uint32) * weights).sum(axis=1, dtype=np.uint32)
-
-
 def _index_bits(k: int) -> int:
     return max(1, (k - 1).bit_length())
 
@@ -166,7 +151,7 @@ def _codebook(vals: np.ndarray, chan: np.ndarray | None, channels: int) -> _Valu
     idx = rank[inverse.reshape(-1)] if n else np.zeros(0, np.int64)
     bits = _index_bits(k)
     sym = idx.astype(_symbol_dtype(bits))
-    logical = table.nbytes + _packed_bytes(n, bits)
+    logical = table.nbytes + bits_lib.packed_size(n, bits)
     sections = [("codebook", "values", table.tobytes()), ("indices", "symbols", sym.tobytes())]
     return _Values("codebook", bits, k, chan is not None, sections, logical)
 
@@ -210,7 +195,7 @@ def _grid(vals: np.ndarray, chan: np.ndarray, channels: int) -> _Values | None:
             continue
         q = np.round(v32 / scale[chan]).astype(np.int64)
         sym = (q + qmax).astype(_symbol_dtype(b))
-        logical = scale.nbytes + _packed_bytes(vals.size, b)
+        logical = scale.nbytes + bits_lib.packed_size(vals.size, b)
         sections = [("scale", "values", scale.tobytes()), ("ints", "symbols", sym.tobytes())]
         return _Values("grid", b, 0, True, sections, logical)
     return None
@@ -265,7 +250,7 @@ def _encode_leaf(x: np.ndarray) -> tuple[dict[str, Any], list[tuple[str, str, by
         mask_sec = []
         mask_bytes = 0
         if keep is not None:
-            packed = np.packbits(keep.astype(np.uint8), bitorder="little").tobytes()
+            packed = bits_lib.pack_mask(keep).tobytes()
             mask_sec, mask_bytes = [("mask", "symbols", packed)], len(packed)
         opts = [_raw(vals)]
         if _is_float(x.dtype) and x.dtype.itemsize <= 4:
@@ -301,9 +286,7 @@ def _decode_leaf(spec: dict[str, Any], sec: dict[str, bytes]) -> np.ndarray:
     dtype = _dtype(spec["dtype"])
     size = math.prod(shape)
     if spec["layout"] == "sparse":
-        keep = np.unpackbits(
-            np.frombuffer(sec["mask"], np.uint8), count=size, bitorder="little"
-        ).astype(bool)
+        keep = bits_lib.unpack_mask(np.frombuffer(sec["mask"], np.uint8), (size,))
         pos = np.flatnonzero(keep)
     else:
         pos = np.arange(size)
@@ -352,30 +335,20 @@ class ArtifactLeaf:
 
 
 @dataclasses.dataclass(frozen=True)
-class ArtifactInfo:
-    """What an artifact holds; ``str()`` gives a table."""
+class ArtifactInfo(table.ByteTotals):
+    """What an artifact holds; ``str()`` gives a table.
+
+    ``logical_ratio`` is float32 bytes / logical bytes (before entropy coding).
+    """
 
     leaves: tuple[ArtifactLeaf, ...]  # one per leaf, in tree order
     codec: str  # entropy codec
     file_bytes: int  # the whole file (header included)
 
     @property
-    def float32_bytes(self) -> int:
-        return sum(r.float32_bytes for r in self.leaves)
-
-    @property
-    def logical_bytes(self) -> int:
-        return sum(r.logical_bytes for r in self.leaves)
-
-    @property
     def ratio(self) -> float:
         """float32 bytes / file bytes."""
         return self.float32_bytes / max(self.file_bytes, 1)
-
-    @property
-    def logical_ratio(self) -> float:
-        """float32 bytes / logical bytes (before entropy coding)."""
-        return self.float32_bytes / max(self.logical_bytes, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -407,19 +380,12 @@ class ArtifactInfo:
                     f"{r.file_bytes:,}",
                 )
             )
-        widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
-        fmt = lambda x: "  ".join(
-            c.ljust(w) if i < 4 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(x, widths, strict=True))
+        footer = (
+            f"float32 {self.float32_bytes:,} B -> logical {self.logical_bytes:,} B "
+            f"({self.logical_ratio:.1f}x) -> {self.codec} file {self.file_bytes:,} B "
+            f"({self.ratio:.1f}x smaller)"
         )
-        return "\n".join(
-            [fmt(head), *map(fmt, rows)]
-            + [
-                f"float32 {self.float32_bytes:,} B -> logical {self.logical_bytes:,} B "
-                f"({self.logical_ratio:.1f}x) -> {self.codec} file {self.file_bytes:,} B "
-                f"({self.ratio:.1f}x smaller)"
-            ]
-        )
+        return table.format_table(head, rows, left=range(4), footer=[footer])
 
 
 def _keys(path: tuple[Any, ...]) -> list[str]:
@@ -461,7 +427,7 @@ def encode_artifact(params: Any, *, codec: str = "lzma") -> bytes:
             if name in ("indices", "ints"):
                 # Symbols compress best one per byte, tiny sections packed at `bits` bits.
                 sym = np.frombuffer(data, _symbol_dtype(spec["bits"]))
-                layouts.append(("packed", _np_pack(sym, spec["bits"])))
+                layouts.append(("packed", bits_lib.pack(sym, spec["bits"]).tobytes()))
             best = None
             for layout, raw in layouts:
                 comp, used = _compress(raw, codec, kind), kind
@@ -578,7 +544,12 @@ def decode_artifact(data: bytes, *, like: Any = None) -> Any:
             except (lzma.LZMAError, zlib.error) as err:
                 raise ValueError(f"corrupt artifact: section {name!r}: {err}") from None
             if layout == "packed":
-                sym = _np_unpack(raw, e["bits"], e["nnz"]).astype(_symbol_dtype(e["bits"]))
+                sym = bits_lib.unpack(
+                    np.frombuffer(raw, np.uint8),
+                    e["bits"],
+                    e["nnz"],
+                    dtype=_symbol_dtype(e["bits"]),
+                )
                 raw = sym.tobytes()
             sec[name] = raw
             off += comp_len

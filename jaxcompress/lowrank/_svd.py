@@ -11,8 +11,9 @@ import numpy as np
 from jax import lax
 
 from jaxcompress._src import paths as paths_lib
-from jaxcompress._src.base import Compressor, Params, State
-from jaxcompress._src.summary import finalize
+from jaxcompress._src import table
+from jaxcompress._src.base import Compressor, Params, State, states_of_type
+from jaxcompress._src.export import export_owned
 from jaxcompress.lowrank._factorize import (
     Factors,
     check_energy,
@@ -186,15 +187,10 @@ class _Pair:
         self.first, self.second = first, second
 
 
-def _lowrank_states(state: State) -> list[LowRankState]:
-    is_lr = lambda n: isinstance(n, LowRankState)
-    return [n for n in jax.tree.leaves(state, is_leaf=is_lr) if is_lr(n)]
-
-
 def _owned(treedef: Any, state: State) -> list[tuple[int, np.ndarray] | None]:
     """Per leaf: (rank, basis) of the low-rank state that owns it, or None."""
     owned: list[Any] = [None] * treedef.num_leaves
-    for s in _lowrank_states(state):
+    for s in states_of_type(state, LowRankState):
         for j, (r, b) in enumerate(
             zip(treedef.flatten_up_to(s.rank), treedef.flatten_up_to(s.basis), strict=True)
         ):
@@ -236,34 +232,36 @@ def export(compressor: Compressor, params: Params, state: State) -> Any:
     References:
       Denton et al. 2014, "Exploiting Linear Structure Within Convolutional Networks".
     """
-    paths_lib.check_array_leaves(params)
-    view = finalize(compressor, params, state)
-    leaves, treedef = jax.tree.flatten(view)
-    out = []
-    for (path, v), own in zip(
-        paths_lib.leaves_with_paths(view), _owned(treedef, state), strict=True
-    ):
-        if own is None or own[0] > own[1].shape[1]:
-            out.append(v)
-            continue
-        r, basis = own[0], jnp.asarray(own[1][:, : own[0]])
-        x = v.astype(jnp.float32)
-        m, n = v.shape
-        if m <= n:
-            a, b = basis, basis.T @ x
-        else:
-            a, b = x @ basis, basis.T
-        err = float(jnp.linalg.norm(a @ b - x))
-        scale = float(jnp.linalg.norm(x))
-        # The view is rank r up to its dtype's rounding (bfloat16: eps = 2**-7).
-        tol = max(1e-3, 4 * float(jnp.finfo(v.dtype).eps))
-        if err > tol * max(scale, 1e-30) + 1e-6:
-            raise ValueError(
-                f"lowrank.export: leaf {path!r}: the forward view is not rank {r} (relative "
-                f"error {err / max(scale, 1e-30):.2e}); a compressor chained after svd changes it"
-            )
-        out.append(Factors(a.astype(v.dtype), b.astype(v.dtype)))
-    return jax.tree.unflatten(treedef, out)
+    return export_owned(
+        compressor,
+        params,
+        state,
+        owned=lambda treedef, leaves: _owned(treedef, state),
+        export_leaf=_export_leaf,
+    )
+
+
+def _export_leaf(path: str, v: jax.Array, own: tuple[int, np.ndarray]) -> jax.Array | Factors:
+    """The factors of one owned kernel (or its view when the rank saves nothing)."""
+    if own[0] > own[1].shape[1]:
+        return v
+    r, basis = own[0], jnp.asarray(own[1][:, : own[0]])
+    x = v.astype(jnp.float32)
+    m, n = v.shape
+    if m <= n:
+        a, b = basis, basis.T @ x
+    else:
+        a, b = x @ basis, basis.T
+    err = float(jnp.linalg.norm(a @ b - x))
+    scale = float(jnp.linalg.norm(x))
+    # The view is rank r up to its dtype's rounding (bfloat16: eps = 2**-7).
+    tol = max(1e-3, 4 * float(jnp.finfo(v.dtype).eps))
+    if err > tol * max(scale, 1e-30) + 1e-6:
+        raise ValueError(
+            f"lowrank.export: leaf {path!r}: the forward view is not rank {r} (relative "
+            f"error {err / max(scale, 1e-30):.2e}); a compressor chained after svd changes it"
+        )
+    return Factors(a.astype(v.dtype), b.astype(v.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,11 +286,11 @@ class LowRankReport:
 
     @property
     def dense_bytes(self) -> int:
-        return sum(r.dense_bytes for r in self.leaves)
+        return table.column_total(self.leaves, "dense_bytes")
 
     @property
     def bytes(self) -> int:
-        return sum(r.bytes for r in self.leaves)
+        return table.column_total(self.leaves, "bytes")
 
     def __str__(self) -> str:
         head = ("path", "shape", "rank", "bytes", "")
@@ -306,16 +304,9 @@ class LowRankReport:
             )
             for r in self.leaves
         ]
-        widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
-        fmt = lambda x: "  ".join(
-            c.ljust(w) if i in (0, 4) else c.rjust(w)
-            for i, (c, w) in enumerate(zip(x, widths, strict=True))
-        )
         ratio = self.dense_bytes / max(self.bytes, 1)
-        return "\n".join(
-            [fmt(head).rstrip(), *(fmt(x).rstrip() for x in rows)]
-            + [f"{self.dense_bytes:,} B dense -> {self.bytes:,} B ({ratio:.2f}x smaller)"]
-        )
+        footer = f"{self.dense_bytes:,} B dense -> {self.bytes:,} B ({ratio:.2f}x smaller)"
+        return table.format_table(head, rows, left=(0, 4), footer=[footer])
 
 
 def report(params: Params, state: State) -> LowRankReport:

@@ -43,6 +43,29 @@ def _movement_score(w, g, acc, salt):
     return acc
 
 
+def _build(
+    crit: Criterion,
+    sparsity: Sparsity,
+    schedule: PruningSchedule | None,
+    at_step: int | None,
+    scope: Scope,
+    distribution: str,
+    structure: Structure,
+    seed: int = 0,
+) -> Compressor:
+    """The pruner of ``crit`` with a factory's options (validated by ``make_pruner``).
+
+    A criterion that reads gradients has none at ``init`` (count 0), so without a schedule it
+    prunes at the first update (``one_shot(1)``, as SNIP does).
+    """
+    if crit.needs_grads and schedule is None and at_step is None:
+        at_step = 1
+    return make_pruner(
+        crit, sparsity, schedule=schedule, at_step=at_step, scope=scope,
+        distribution=distribution, structure=structure, seed=seed,
+    )  # fmt: skip
+
+
 def magnitude(
     sparsity: Sparsity = None,
     *,
@@ -93,10 +116,7 @@ def magnitude(
       Zhu & Gupta 2017, "To prune, or not to prune" (gradual magnitude pruning).
     """
     crit = Criterion("prune.magnitude", _magnitude_score, aggregate="sumsq")
-    return make_pruner(
-        crit, sparsity, schedule=schedule, at_step=at_step, scope=scope,
-        distribution=distribution, structure=structure, seed=0,
-    )  # fmt: skip
+    return _build(crit, sparsity, schedule, at_step, scope, distribution, structure)
 
 
 def random(
@@ -141,10 +161,7 @@ def random(
       Liu et al. 2022, "The Unreasonable Effectiveness of Random Pruning".
     """
     crit = Criterion("prune.random", _random_score, key=_random_key, seeded=True)
-    return make_pruner(
-        crit, sparsity, schedule=schedule, at_step=at_step, scope=scope,
-        distribution=distribution, structure=structure, seed=seed,
-    )  # fmt: skip
+    return _build(crit, sparsity, schedule, at_step, scope, distribution, structure, seed=seed)
 
 
 def saliency(
@@ -192,13 +209,8 @@ def saliency(
       Molchanov et al. 2017, "Pruning Convolutional Neural Networks for Resource Efficient
       Inference" (first-order Taylor criterion).
     """
-    if schedule is None and at_step is None:
-        at_step = 1
     crit = Criterion("prune.saliency", _saliency_score, needs_grads=True)
-    return make_pruner(
-        crit, sparsity, schedule=schedule, at_step=at_step, scope=scope,
-        distribution=distribution, structure=structure, seed=0,
-    )  # fmt: skip
+    return _build(crit, sparsity, schedule, at_step, scope, distribution, structure)
 
 
 def movement(
@@ -248,10 +260,5 @@ def movement(
     References:
       Sanh, Wolf & Rush 2020, "Movement Pruning: Adaptive Sparsity by Fine-Tuning".
     """
-    if schedule is None and at_step is None:
-        at_step = 1
     crit = Criterion("prune.movement", _movement_score, needs_grads=True, accumulates=True)
-    return make_pruner(
-        crit, sparsity, schedule=schedule, at_step=at_step, scope=scope,
-        distribution=distribution, structure=structure, seed=0,
-    )  # fmt: skip
+    return _build(crit, sparsity, schedule, at_step, scope, distribution, structure)

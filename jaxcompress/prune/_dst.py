@@ -49,11 +49,23 @@ def _ste_bwd(m, g):
 _ste_mask.defvjp(_ste_fwd, _ste_bwd)
 
 
+def _grow_by_gradient(w: jax.Array, g: jax.Array, salt: jax.Array) -> jax.Array:
+    """RigL: grow where ``|g|`` is largest."""
+    del w, salt
+    return ordered_key(jnp.abs(g.astype(jnp.float32)))
+
+
+def _grow_at_random(w: jax.Array, g: Any, salt: jax.Array) -> jax.Array:
+    """SET: grow a uniformly random subset (counter-based bits salted per update)."""
+    del g
+    return _random.bits(w.shape, salt)
+
+
 def _make_dst(
     name: str,
     grow: Callable[[jax.Array, Any, jax.Array], jax.Array],  # (w, g, salt) -> uint32 keys
+    dense_grads: bool,  # grows by gradient: ``update`` needs grads, ``apply`` passes them dense
     sparsity: float | Mapping[str, float],
-    *,
     update_every: int,
     end: int,
     begin: int,
@@ -61,7 +73,6 @@ def _make_dst(
     drop_schedule: optax.Schedule | None,
     distribution: str,
     seed: int,
-    dense_grads: bool,
 ) -> Compressor:
     if not isinstance(sparsity, Mapping):
         _schedule.check_sparsity(sparsity, where=f"{name}: sparsity")
@@ -222,16 +233,8 @@ def rigl(
     References:
       Evci et al. 2020, "Rigging the Lottery: Making All Tickets Winners".
     """
-
-    def grow(w, g, salt):
-        del w, salt
-        return ordered_key(jnp.abs(g.astype(jnp.float32)))
-
-    return _make_dst(
-        "prune.rigl", grow, sparsity, update_every=update_every, end=end, begin=begin,
-        drop_fraction=drop_fraction, drop_schedule=drop_schedule, distribution=distribution,
-        seed=seed, dense_grads=True,
-    )  # fmt: skip
+    options = (update_every, end, begin, drop_fraction, drop_schedule, distribution, seed)
+    return _make_dst("prune.rigl", _grow_by_gradient, True, sparsity, *options)
 
 
 def set_(
@@ -280,13 +283,5 @@ def set_(
       Mocanu et al. 2018, "Scalable Training of Artificial Neural Networks with Adaptive
       Sparse Connectivity inspired by Network Science".
     """
-
-    def grow(w, g, salt):
-        del g
-        return _random.bits(w.shape, salt)
-
-    return _make_dst(
-        "prune.set", grow, sparsity, update_every=update_every, end=end, begin=begin,
-        drop_fraction=drop_fraction, drop_schedule=drop_schedule, distribution=distribution,
-        seed=seed, dense_grads=False,
-    )  # fmt: skip
+    options = (update_every, end, begin, drop_fraction, drop_schedule, distribution, seed)
+    return _make_dst("prune.set", _grow_at_random, False, sparsity, *options)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
 
+from jaxcompress._src import bits as bits_lib
 from jaxcompress._src import paths as paths_lib
 from jaxcompress._src.base import state_fields
 
@@ -51,7 +52,9 @@ class SparseArray:
     @property
     def nnz(self) -> int:
         """Number of kept entries (counted from the bitmask)."""
-        return int(np.unpackbits(np.asarray(self.bitmask), count=self.size).sum())
+        return int(
+            bits_lib.unpack_mask(np.asarray(self.bitmask), (self.size,), bitorder="big").sum()
+        )
 
     @property
     def nbytes(self) -> int:
@@ -103,7 +106,7 @@ def sparsify(
     values = jnp.asarray(x).reshape(-1)[np.flatnonzero(flat)]
     if encode is not None:
         values = encode(values)
-    bitmask = jnp.asarray(np.packbits(flat))
+    bitmask = jnp.asarray(bits_lib.pack_mask(flat, bitorder="big"))
     return SparseArray(bitmask, values, tuple(x.shape), str(np.dtype(x.dtype)))
 
 
@@ -122,8 +125,7 @@ def mask_of(sp: SparseArray) -> jax.Array:
       >>> mask_of(sparsify(x, x != 0)).tolist()
       [False, True, False]
     """
-    bits = jnp.unpackbits(sp.bitmask, count=sp.size)
-    return bits.astype(bool).reshape(sp.shape)
+    return bits_lib.unpack_mask(jnp.asarray(sp.bitmask), sp.shape, bitorder="big")
 
 
 def densify(sp: SparseArray, *, decode: Callable[[Any], jax.Array] | None = None) -> jax.Array:
@@ -344,7 +346,7 @@ def from_bcoo(mat: jsparse.BCOO) -> SparseArray:
     mask = np.zeros(math.prod(mat.shape), bool)
     mask[uniq] = True
     return SparseArray(
-        jnp.asarray(np.packbits(mask)),
+        jnp.asarray(bits_lib.pack_mask(mask, bitorder="big")),
         jnp.asarray(summed),
         tuple(mat.shape),
         str(np.dtype(mat.dtype)),

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcompress._src import bits as bits_lib
 from jaxcompress._src import paths as paths_lib
-from jaxcompress._src.base import Compressor, Params, State
+from jaxcompress._src.base import Compressor, Params, State, states_of_type
 from jaxcompress._src.summary import finalize
 from jaxcompress.quant import _fake_quant, _grid
 from jaxcompress.quant._qat import _LSQ_EPS, QATState, forward_scale
@@ -115,12 +116,7 @@ def pack(codes: jax.Array, bits: int) -> jax.Array:
       [57]
     """
     _grid.check_bits(bits)
-    c = jnp.ravel(codes).astype(jnp.uint8)
-    if bits == 8:
-        return c
-    shifts = jnp.arange(bits, dtype=jnp.uint8)
-    bitmat = (c[:, None] >> shifts[None, :]) & jnp.uint8(1)
-    return jnp.packbits(bitmat.reshape(-1), bitorder="little")
+    return bits_lib.pack(jnp.ravel(jnp.asarray(codes)), bits)
 
 
 def unpack(packed: jax.Array, bits: int, size: int) -> jax.Array:
@@ -132,11 +128,7 @@ def unpack(packed: jax.Array, bits: int, size: int) -> jax.Array:
       [1, 2, 3, 0]
     """
     _grid.check_bits(bits)
-    if bits == 8:
-        return jnp.ravel(packed)[:size].astype(jnp.uint8)
-    bitvec = jnp.unpackbits(jnp.ravel(packed), count=size * bits, bitorder="little")
-    shifts = jnp.arange(bits, dtype=jnp.uint8)
-    return jnp.sum(bitvec.reshape(size, bits) << shifts[None, :], axis=1, dtype=jnp.uint8)
+    return bits_lib.unpack(jnp.ravel(jnp.asarray(packed)), bits, size, dtype=jnp.uint8)
 
 
 def dequantize(q: Any) -> Any:
@@ -174,11 +166,6 @@ def dequantize(q: Any) -> Any:
         return lay.from_grouped(out).astype(x.dtype)
 
     return jax.tree.map(one, q, is_leaf=is_qarray)
-
-
-def _qat_states(state: State) -> list[QATState]:
-    nodes = jax.tree.leaves(state, is_leaf=lambda n: isinstance(n, QATState))
-    return [n for n in nodes if isinstance(n, QATState)]
 
 
 def quantize_leaf(
@@ -265,7 +252,7 @@ def quantize(params: Params, state: State, compressor: Compressor | None = None)
       Integer-Arithmetic-Only Inference".
     """
     view = finalize(compressor, params, state) if compressor is not None else params
-    qstates = _qat_states(state)
+    qstates = states_of_type(state, QATState)
     if not qstates:
         raise ValueError("quantize: the state holds no jc.quant.qat state; nothing to export")
     paths_lib.check_array_leaves(view)

@@ -102,6 +102,42 @@ def test_nnx_step_equals_linen_step():
     chex.assert_trees_all_equal(jc.flax.param_dict(teacher), t_params)
 
 
+def test_nnx_compressed_student_trains_lsq_scales_like_linen():
+    """A jc.flax.Compressed student: LSQ step sizes train, as with the linen TrainState."""
+    teacher, student = models()
+    comp = jc.rules([(".*/kernel", jc.quant.qat(bits=4, learn_scale=True)), (".*", None)])
+    t_params, s_params = jc.flax.param_dict(teacher), jc.flax.param_dict(student)
+    cmodel = jc.flax.Compressed(student, comp)
+    scales0 = jc.trainable(cmodel.compression_state)
+    opt = nnx.Optimizer(cmodel, optax.sgd(0.1), wrt=nnx.Param)
+    kd_nnx = jc.flax.nnx_distiller(temperature=3.0, alpha=0.3, hints=[HINT])
+    b = batch()
+    st_nnx = kd_nnx.init(cmodel, opt, teacher, sample_x=b["x"], key=jax.random.key(4))
+    assert st_nnx.compression is None  # the state lives in the wrapper
+
+    linen_student, linen_teacher = jc.workloads.MLP((8, 10)), jc.workloads.MLP((32, 10))
+    state = jc.flax.TrainState.create(
+        apply_fn=linen_student.apply, params=s_params, tx=optax.sgd(0.1), compressor=comp
+    )
+    kd_linen = jc.flax.distiller(linen_teacher.apply, temperature=3.0, alpha=0.3, hints=[HINT])
+    st_linen = kd_linen.init(state, {"params": t_params}, sample_x=b["x"], key=jax.random.key(4))
+    for i in range(2):
+        st_nnx, m_nnx = kd_nnx.step(cmodel, opt, st_nnx, batch(i), teacher=teacher)
+        st_linen, m_linen = kd_linen.step(st_linen, batch(i))
+        np.testing.assert_allclose(m_nnx["loss"], m_linen["loss"], rtol=1e-5)
+    scales = jc.trainable(cmodel.compression_state)
+    assert len(jax.tree.leaves(scales)) == 2  # one step size per kernel
+    for before, after in zip(jax.tree.leaves(scales0), jax.tree.leaves(scales), strict=True):
+        assert not np.allclose(before, after)  # the step sizes were trained
+    chex.assert_trees_all_close(
+        scales, jc.trainable(st_linen.student.compression), rtol=1e-5, atol=1e-7
+    )
+    chex.assert_trees_all_close(cmodel.params, st_linen.student.params, rtol=1e-5, atol=1e-6)
+    assert int(opt.step[...]) == 2
+    with pytest.raises(ValueError, match="its own compressor"):
+        jc.flax.nnx_distiller(compressor=jc.quant.qat(bits=8)).init(cmodel, opt)
+
+
 class MaskState(NamedTuple):
     count: jax.Array  # int32[]
     mask: Any  # per-leaf bool keep-mask (a checkerboard on kernels, None on biases)
