@@ -22,9 +22,9 @@ import ml_collections
 
 # The standard models, as (jc.workloads class name, attributes).
 MODELS: dict[str, dict[str, Any]] = {
-    # LeNet-5: two 5x5 convolutions (6, 16 channels), then 120-84-10 dense; 44k params.
+    # LeNet-5: two 5x5 convolutions (6, 16 channels), then 120-84-10 dense; 108k params.
     "LeNet": {"name": "LeNet", "kwargs": {"features": (6, 16), "hidden": (120, 84)}},
-    # LeNet-300-100: the MLP of Han et al. 2015; 266k params.
+    # LeNet-300-100: the MLP of Han et al. 2015; 267k params.
     "LeNet-300-100": {"name": "MLP", "kwargs": {"features": (300, 100, 10)}},
     # A 1200-1200 MLP (Hinton et al. 2015's teacher); 2.4M params.
     "MLP-1200-1200": {"name": "MLP", "kwargs": {"features": (1200, 1200, 10)}},
