@@ -1,5 +1,5 @@
-"""MNIST, LeNet-300-100 MLP: float baseline, then int4 quantization-aware fine-tuning of every kernel with
-learned step sizes (LSQ).
+"""MNIST, LeNet-300-100 MLP: float baseline, then int4 quantization-aware fine-tuning of every
+kernel with learned step sizes (LSQ).
 
     jaxcompress run configs/mnist_int4_lsq.py
 
