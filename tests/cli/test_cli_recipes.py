@@ -144,7 +144,7 @@ def test_eval_reproduces_the_recorded_metrics_exactly(runs, name):
     assert "(identical)" in out.getvalue()
 
 
-INT8 = '''
+INT8 = """
 import ml_collections
 
 def get_config():
@@ -157,7 +157,7 @@ def get_config():
     c.compress = {"rules": [(".*/kernel", "quant.qat(bits=8)"), (".*/bias", None)]}
     c.output = {"plots": False, "checkpoint_every": 0}
     return c
-'''
+"""
 
 
 def test_int8_artifact_is_real_bytes_and_small(tmp_path):

@@ -204,6 +204,9 @@ def test_sweep(tmp_path):
     assert [r["timing"]["baseline"]["steps_run"] for r in reps] == [STEPS, 0]
     assert reps[0]["metrics"]["float"] == reps[1]["metrics"]["float"]
     assert reps[0]["summary"]["leaves"][1]["bits"] == 4
+    for r in res["rows"]:  # the exported file's real size, next to the logical bytes
+        assert r["file_bytes"] == (d / r["run_dir"] / "artifact" / "params.jca").stat().st_size
+    assert "| file bytes |" in (d / "sweep.md").read_text()
     # --resume of a finished sweep re-reads every point: nothing is trained again
     rc, out2, err = _main(
         [
