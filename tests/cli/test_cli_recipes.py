@@ -153,7 +153,7 @@ def get_config():
     c.model = {"name": "MLP", "kwargs": {"features": (256, 10)}}
     c.train = {"steps": 6, "batch_size": 32}
     c.eval = {"every": 0, "batch_size": 250}
-    c.baseline = {"enabled": True}
+    c.baseline = {"enabled": False}
     c.compress = {"rules": [(".*/kernel", "quant.qat(bits=8)"), (".*/bias", None)]}
     c.output = {"plots": False, "checkpoint_every": 0}
     return c
@@ -193,7 +193,7 @@ def test_baseline_model_settings():
     cfg = _config.load(str(CONFIGS / "mnist_kd.py"))
     _config.validate(cfg)
     assert cfg.baseline.model.name == "MLP"
-    assert tuple(cfg.baseline.model.kwargs.features) == (1200, 1200, 10)
+    assert tuple(cfg.baseline.model.kwargs.features) == (300, 100, 10)
     _config.override(cfg, "baseline.warm_start", "true")
     with pytest.raises(UsageError, match="set baseline.warm_start=False"):
         _config.validate(cfg)

@@ -109,7 +109,7 @@ def test_inspect_and_eval(ref_run):
     # entries and int8 values on a per-channel grid; biases dense float32
     info = jc.io.artifact_info(d / "artifact" / "params.jca")
     meta = json.loads((d / "artifact" / "artifact.json").read_text())
-    assert meta["storage"] == info.to_dict()
+    assert meta["storage"] == json.loads(json.dumps(info.to_dict()))
     assert rep["size"]["artifact_file_bytes"] == info.file_bytes
     assert info.file_bytes == (d / "artifact" / "params.jca").stat().st_size
     for leaf in info.leaves:
