@@ -141,10 +141,8 @@ def _run(comp, params, teacher, x, y, *, mesh=None):
         compressor=comp,
         compression=compression,
     )
-    if mesh is not None:
-        # create() makes the step counter on the default device; replicate it on the mesh
-        # so that step 2 sees the shardings step 1 returned (no recompile).
-        state = state.replace(step=jax.device_put(state.step, NamedSharding(mesh, P())))
+    if mesh is not None:  # create() replicates the step counter on the params' mesh
+        assert state.step.sharding.is_equivalent_to(NamedSharding(mesh, P()), 0)
     state = train_step(state, teacher, x, y)
     cache = train_step._cache_size()
     for _ in range(STEPS - 1):
