@@ -194,6 +194,8 @@ def flatness(rows: list[dict]) -> list[dict]:
             # the fastest rounds are the least disturbed by other jobs on a shared machine
             p10 = [r["p10 ns / param"] for r in rs]
             row["max / min (p10)"] = max(p10) / min(p10)
+            if len(rs) > 1:  # growth between the two largest sizes (both beyond the caches)
+                row["last / previous"] = ns[-1] / ns[-2]
             if kind == "train step":
                 row["overhead (x float)"] = " / ".join(f"{r['x float step']:.3g}" for r in rs)
             out.append(row)
@@ -240,8 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         "`max / min`: the largest ns per parameter over the sizes divided by the smallest "
         "(1 = exactly linear in the parameter count); `(p10)`: the same from the 10th "
-        "percentile of the rounds, less disturbed by other jobs. Train-step overhead: median "
-        "step time compressed / float at each size.",
+        "percentile of the rounds, less disturbed by other jobs; `last / previous`: ns per "
+        "parameter at the largest size over the one before (the smallest size can sit in the "
+        "CPU caches, the larger ones stream from memory). Train-step overhead: median step "
+        "time compressed / float at each size.",
         "",
         _harness.markdown_table(flat),
         "",
