@@ -404,8 +404,12 @@ def qat(
             out = _fake_quant.fq_ternary(xg, s, lax.stop_gradient(t), ste)
         else:
             qmin, qmax = spec.bounds(b)
-            fq = _fake_quant.fq_grid_lsq if learn_scale else _fake_quant.fq_grid
-            out = fq(xg, s, z, qmin, qmax, ste)
+            if learn_scale:
+                out = _fake_quant.fq_grid_lsq(xg, s, z, qmin, qmax, ste)
+            elif spec.symmetric and spec.narrow_range:
+                out = _fake_quant.fq_symmetric(xg, s, qmax, ste)  # qmin == -qmax
+            else:
+                out = _fake_quant.fq_grid(xg, s, z, qmin, qmax, ste)
         return lay.from_grouped(out).astype(w.dtype)
 
     def apply_fn(params, state):
