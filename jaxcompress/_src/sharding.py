@@ -3,9 +3,11 @@
 A state's per-leaf trees (masks, scales, codebooks, scores ...) have the params' structure
 (DESIGN §1), so each of their arrays belongs to one param leaf. An array of the same rank as
 its param keeps the param's partitioning on every dimension it shares with the param (same
-size, or a size the mesh axis still divides: per-group scales); size-1 dimensions
-(per-channel reductions kept with ``keepdims``) and arrays of another rank are replicated.
-Everything else (step counts, schedules) is replicated.
+size, or a size the mesh axis still divides); size-1 dimensions (per-channel reductions kept
+with ``keepdims``) are replicated. An array of one more dimension that splits a param axis into
+groups (per-group scales ``(in // g, 1, out)``) keeps the partitioning of that axis on the
+group dimension when the mesh axis divides the number of groups. Arrays of any other rank,
+and everything else (step counts, schedules), are replicated.
 """
 
 from __future__ import annotations
@@ -22,6 +24,47 @@ from jaxcompress._src.base import Compressor, Params
 def _axis_size(mesh: Any, entry: Any) -> int:
     names = entry if isinstance(entry, tuple) else (entry,)
     return math.prod(mesh.shape[n] for n in names)
+
+
+def _follow(mesh: Any, entry: Any, n: int, pn: int) -> Any:
+    """A state dimension of size ``n`` against the param's ``pn``, partitioned by ``entry``."""
+    if entry is None:
+        return None
+    if n == pn or (n > 1 and n % _axis_size(mesh, entry) == 0):
+        return entry
+    return None
+
+
+def _split_axis_spec(
+    mesh: Any, spec: list[Any], shape: tuple[int, ...], param_shape: tuple[int, ...]
+) -> list[Any]:
+    """Spec of a state array whose extra dimension splits one param axis into groups.
+
+    Per-group scales view an axis of size ``n`` as ``(n // g, g)`` and reduce the groups
+    (``(n // g, 1)``): the outer factor keeps the param axis's partitioning when the mesh axis
+    divides the number of groups (each device then holds whole groups). Replicated when no
+    axis, or more than one, explains the shape.
+    """
+    found = []
+    for a, pn in enumerate(param_shape):
+        n, inner = shape[a], shape[a + 1]
+        rest = shape[:a] + shape[a + 2 :]
+        others = param_shape[:a] + param_shape[a + 1 :]
+        if n < 1 or pn % n or inner not in (1, pn // n):
+            continue
+        if any(d not in (1, pd) for d, pd in zip(rest, others)):
+            continue
+        found.append(
+            [_follow(mesh, spec[i], shape[i], param_shape[i]) for i in range(a)]
+            + [_follow(mesh, spec[a], n, pn), None]
+            + [
+                _follow(mesh, spec[i], shape[i + 1], param_shape[i])
+                for i in range(a + 1, len(param_shape))
+            ]
+        )
+    if len(found) == 1 or (found and all(f == found[0] for f in found)):
+        return found[0]
+    return []
 
 
 def derive_sharding(
@@ -51,17 +94,17 @@ def derive_sharding(
             return param_sharding
         return jax.sharding.SingleDeviceSharding(next(iter(param_sharding.device_set)))
     mesh = param_sharding.mesh
-    if len(shape) != len(param_shape):
-        return NamedSharding(mesh, PartitionSpec())
-    spec = list(param_sharding.spec) + [None] * (len(shape) - len(param_sharding.spec))
-    out = []
-    for entry, n, pn in zip(spec, shape, param_shape):
-        if entry is None:
-            out.append(None)
-        elif n == pn or (n > 1 and n % _axis_size(mesh, entry) == 0):
-            out.append(entry)
-        else:
-            out.append(None)
+    spec = list(param_sharding.spec) + [None] * (len(param_shape) - len(param_sharding.spec))
+    if len(shape) == len(param_shape):
+        out = [_follow(mesh, e, n, pn) for e, n, pn in zip(spec, shape, param_shape)]
+    elif len(shape) == len(param_shape) + 1:
+        out = _split_axis_spec(mesh, spec, tuple(shape), tuple(param_shape))
+    else:
+        out = []
+    # Trailing Nones dropped: the canonical form jit gives its outputs, so a state placed
+    # with these shardings is not recompiled for when a step's outputs come back.
+    while out and out[-1] is None:
+        out.pop()
     return NamedSharding(mesh, PartitionSpec(*out))
 
 

@@ -1,101 +1,32 @@
-"""The exported artifact: the compressed model as stored, with what is needed to run it.
+"""The exported artifact of a run: the compressed params in one file, plus a JSON sidecar.
 
 A folder with two files:
 
+* ``params.jca``: the finalized (compressed-view) params written by
+  :func:`jaxcompress.io.save_artifact`: per leaf the smallest exact encoding found from the
+  values (a bitmask of the nonzeros for pruned kernels, integers on a per-channel grid for
+  quantized ones, codebook indices for shared weights), every section entropy-coded. Lossless:
+  loading it gives back exactly the params the run evaluated at export.
 * ``artifact.json``: format and version, the model (``jc.workloads`` class name and its
-  attributes), the data set and task, the per-leaf summary, the metrics measured at export, and
-  one entry per parameter leaf naming its **codec** and the arrays that hold it;
-* ``params.npz``: those arrays.
-
-Codecs turn one leaf into named arrays and back. Today: ``dense`` (the array as is) and
-``sparse`` (a packed bitmask of the non-zero entries plus their values; lossless, chosen when it
-is smaller, e.g. for pruned kernels). Integer export slots in as one more codec (a ``qarray``
-whose arrays are the integer values, packed below 8 bits, and the per-channel scales, from
-``jc.quant.quantize``) chosen by :func:`choose_codec` for leaves whose summary says
-``bits < 16``; :func:`load` decodes every codec back to the float params the model runs on.
+  attributes), the data set and task, the per-leaf summary, the metrics measured at export,
+  and ``storage``: how each leaf is stored and the file's size
+  (:meth:`jaxcompress.io.ArtifactInfo.to_dict`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from jaxcompress._src import paths as paths_lib
+from jaxcompress import io as jc_io
 
 FORMAT = "jaxcompress.artifact"
-VERSION = 1
+VERSION = 2
 META_FILE = "artifact.json"
-ARRAYS_FILE = "params.npz"
-
-
-class Codec(NamedTuple):
-    """How one leaf is stored."""
-
-    encode: Callable[[np.ndarray], dict[str, np.ndarray]]  # leaf -> named arrays
-    decode: Callable[[Mapping[str, np.ndarray], tuple[int, ...], np.dtype], np.ndarray]
-
-
-def _dense_encode(x: np.ndarray) -> dict[str, np.ndarray]:
-    return {"values": x}
-
-
-def _dense_decode(parts, shape, dtype):
-    return parts["values"].reshape(shape)
-
-
-def _sparse_encode(x: np.ndarray) -> dict[str, np.ndarray]:
-    nz = x != 0
-    return {"bitmask": np.packbits(nz.reshape(-1)), "values": x[nz]}
-
-
-def _sparse_decode(parts, shape, dtype):
-    size = math.prod(shape)
-    mask = np.unpackbits(parts["bitmask"], count=size).astype(bool).reshape(shape)
-    out = np.zeros(shape, dtype)
-    out[mask] = parts["values"]
-    return out
-
-
-CODECS: dict[str, Codec] = {
-    "dense": Codec(_dense_encode, _dense_decode),
-    "sparse": Codec(_sparse_encode, _sparse_decode),
-}
-
-
-def choose_codec(x: np.ndarray) -> str:
-    """``sparse`` when a bitmask plus the non-zero values is smaller than the dense leaf."""
-    size = x.size
-    if size == 0:
-        return "dense"
-    nnz = int(np.count_nonzero(x))
-    sparse_bytes = math.ceil(size / 8) + nnz * x.dtype.itemsize
-    return "sparse" if sparse_bytes < size * x.dtype.itemsize else "dense"
-
-
-def _storable(a: np.ndarray) -> np.ndarray:
-    # npz holds only numpy's own dtypes: store bfloat16 & co. as unsigned ints of their width.
-    if a.dtype.kind == "V" or type(a.dtype).__module__.startswith("ml_dtypes"):
-        return a.view(np.dtype(f"uint{8 * a.dtype.itemsize}"))
-    return a
-
-
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, v in flat.items():
-        node = out
-        parts = path.split("/")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = v
-    return out
+PARAMS_FILE = "params.jca"
 
 
 def save(directory: str | os.PathLike, params: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,35 +38,31 @@ def save(directory: str | os.PathLike, params: Any, meta: Mapping[str, Any]) -> 
       meta: JSON-compatible facts to keep (model, data, task, summary, metrics, config).
 
     Returns:
-      The metadata written to ``artifact.json``.
+      The metadata written to ``artifact.json`` (``storage`` included).
+
+    Raises:
+      OSError: if the folder cannot be written.
+
+    Example:
+      >>> import tempfile, jax.numpy as jnp
+      >>> d = tempfile.mkdtemp()
+      >>> meta = save(d, {"Dense_0": {"kernel": jnp.zeros((64, 8))}}, {"task": "x"})
+      >>> meta["storage"]["leaves"][0]["layout"], meta["params_file"]
+      ('sparse', 'params.jca')
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {}
-    leaves = []
-    for i, (path, x) in enumerate(paths_lib.leaves_with_paths(jax.device_get(params))):
-        x = np.asarray(x)
-        codec = choose_codec(x)
-        parts = CODECS[codec].encode(x)
-        names = {}
-        for part, a in parts.items():
-            key = f"leaf{i}_{part}"
-            arrays[key] = _storable(np.asarray(a))
-            names[part] = key
-        leaves.append(
-            {
-                "path": path,
-                "codec": codec,
-                "shape": list(x.shape),
-                "dtype": str(x.dtype),
-                "arrays": names,
-            }
-        )
-    full = {"format": FORMAT, "version": VERSION, **meta, "leaves": leaves}
-    tmp = directory / (ARRAYS_FILE + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, directory / ARRAYS_FILE)
-    (directory / META_FILE).write_text(json.dumps(full, indent=1) + "\n")
+    info = jc_io.save_artifact(directory / PARAMS_FILE, params)
+    full = {
+        "format": FORMAT,
+        "version": VERSION,
+        **meta,
+        "params_file": PARAMS_FILE,
+        "storage": info.to_dict(),
+    }
+    tmp = directory / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(full, indent=1) + "\n")
+    os.replace(tmp, directory / META_FILE)
     return full
 
 
@@ -166,47 +93,52 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads((d / META_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{d / META_FILE} is not valid JSON: {e}") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{d / META_FILE} is not a jaxcompress artifact")
     if meta.get("version") != VERSION:
         raise ValueError(
             f"{d}: artifact version {meta.get('version')!r} is not supported "
-            f"(this jaxcompress reads version {VERSION})"
+            f"(this jaxcompress reads version {VERSION}; re-export with jaxcompress run)"
         )
     return meta
 
 
-def load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Reads an artifact back: ``(params, meta)`` with params as a nested dict of jax arrays.
+def params_file(path: str | os.PathLike) -> pathlib.Path:
+    """The ``params.jca`` file of an artifact (or run) folder.
 
     Raises:
       FileNotFoundError: if there is no artifact.
-      ValueError: for an unknown format, version or codec, or missing arrays.
+      ValueError: if it is not a jaxcompress artifact of a known version.
+    """
+    d = find(path)
+    return d / load_meta(d).get("params_file", PARAMS_FILE)
+
+
+def load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reads an artifact back: ``(params, meta)``, params exactly as evaluated at export.
+
+    Args:
+      path: an artifact folder or a run folder.
+
+    Returns:
+      ``(params, meta)``: params as a nested dict of jax arrays, meta from ``artifact.json``.
+
+    Raises:
+      FileNotFoundError: if there is no artifact or its params file is missing.
+      ValueError: for an unknown format or version, or a corrupt params file.
 
     Example:
       >>> params, meta = load("runs/quickstart")  # doctest: +SKIP
-      >>> meta["model"]["name"], meta["summary"]["ratio"]  # doctest: +SKIP
-      ('MLP', 6.14...)
+      >>> meta["model"]["name"], meta["storage"]["file_bytes"]  # doctest: +SKIP
+      ('MLP', 31337)
     """
     d = find(path)
     meta = load_meta(d)
-    flat = {}
-    with np.load(d / ARRAYS_FILE, allow_pickle=False) as f:
-        for leaf in meta["leaves"]:
-            codec = CODECS.get(leaf["codec"])
-            if codec is None:
-                raise ValueError(
-                    f"{d}: leaf {leaf['path']!r} uses codec {leaf['codec']!r}, which "
-                    f"this jaxcompress cannot read (known: {', '.join(CODECS)})"
-                )
-            dtype = jnp.dtype(leaf["dtype"])
-            parts = {}
-            for part, key in leaf["arrays"].items():
-                if key not in f:
-                    raise ValueError(f"{d}: array {key!r} of leaf {leaf['path']!r} is missing")
-                a = f[key]
-                if part == "values" and a.dtype != dtype:
-                    a = a.view(dtype)
-                parts[part] = a
-            flat[leaf["path"]] = jnp.asarray(codec.decode(parts, tuple(leaf["shape"]), dtype))
-    return _nest(flat), meta
+    f = d / meta.get("params_file", PARAMS_FILE)
+    if not f.is_file():
+        raise FileNotFoundError(f"artifact {d}: its params file {f.name} is missing")
+    try:
+        params = jc_io.load_artifact(f)
+    except ValueError as e:
+        raise ValueError(f"{f}: {e}") from None
+    return params, meta

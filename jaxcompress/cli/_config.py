@@ -3,8 +3,9 @@
 A recipe is a Python file with ``get_config()`` returning an ``ml_collections.ConfigDict``. It is
 merged onto :func:`defaults`, so a recipe states only what it changes, and a key the defaults do
 not know is an error (a typo never passes silently), except inside the free-form sections
-``data.kwargs``, ``model.kwargs``, ``train.optimizer_kwargs``, ``distill.kwargs`` and
-``compress`` (whose keys other than ``rules`` are the recipe's named hyper-parameters).
+``data.kwargs``, ``model.kwargs``, ``baseline.model.kwargs``, ``train.optimizer_kwargs``,
+``distill.kwargs`` and ``compress`` (whose keys other than ``rules`` are the recipe's named
+hyper-parameters).
 
 Overrides use the ml_collections form ``--config.train.steps=200``: the text is parsed to the
 type of the value it replaces (int, float, bool, str, tuple ...); ``None`` clears a value.
@@ -30,7 +31,14 @@ from jaxcompress.cli._errors import UsageError, one_line
 ConfigDict = ml_collections.ConfigDict
 
 # Sections in which a recipe may add keys of its own.
-FREE_FORM = ("data.kwargs", "model.kwargs", "train.optimizer_kwargs", "distill.kwargs", "compress")
+FREE_FORM = (
+    "data.kwargs",
+    "model.kwargs",
+    "baseline.model.kwargs",
+    "train.optimizer_kwargs",
+    "distill.kwargs",
+    "compress",
+)
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
 
 
@@ -76,6 +84,9 @@ def defaults() -> ConfigDict:
     c.baseline.steps = None  # its steps (None: the same as the compressed phase)
     c.baseline.lr = None  # its peak learning rate (None: train.lr)
     c.baseline.warm_start = True  # start compressed training from the float weights
+    c.baseline.model = ConfigDict()  # a different (e.g. bigger teacher) model for the baseline
+    c.baseline.model.name = ""  # its jc.workloads class ("": the same model as `model`)
+    c.baseline.model.kwargs = ConfigDict()  # its attributes
 
     c.distill = ConfigDict()
     c.distill.loss = ""  # a loss (student_logits, teacher_logits) by name, e.g. distill.kd_loss
@@ -472,6 +483,16 @@ def validate(cfg: ConfigDict) -> None:
     w = cfg.distill.weight
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
         raise UsageError(f"config distill.weight must be a number in [0, 1], got {w!r}")
+    bname = cfg.baseline.model.name
+    if not isinstance(bname, str):
+        raise UsageError(f"config baseline.model.name must name a model or be '', got {bname!r}")
+    if (bname or cfg.baseline.model.kwargs.keys()) and not cfg.baseline.enabled:
+        raise UsageError("config baseline.model is set but baseline.enabled=False")
+    if (bname or cfg.baseline.model.kwargs.keys()) and cfg.baseline.warm_start:
+        raise UsageError(
+            "config baseline.model is another model than model, so its weights cannot start "
+            "the compressed phase: set baseline.warm_start=False"
+        )
     if cfg.distill.loss and not cfg.baseline.enabled:
         raise UsageError(
             "config distill.loss needs baseline.enabled=True: the float baseline is the teacher"

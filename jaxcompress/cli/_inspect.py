@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import flax
-import numpy as np
 
 import jaxcompress as jc
 from jaxcompress import io as ckpt
@@ -24,7 +23,7 @@ def _meta(path: str) -> dict[str, Any]:
 def summary_from_dict(d: dict[str, Any]) -> jc.Summary:
     """Rebuilds a :class:`jaxcompress.Summary` from its ``to_dict()`` form."""
     rows = tuple(jc.LeafSummary(**{**r, "shape": tuple(r["shape"])}) for r in d["leaves"])
-    return jc.Summary(rows, int(d["state_bytes"]))
+    return jc.Summary(rows, int(d["state_bytes"]), int(d.get("param_bytes", 0)))
 
 
 def inspect(path: str, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -35,19 +34,26 @@ def inspect(path: str, *, echo: Callable[[str], None] = print) -> dict[str, Any]
     """
     meta = _meta(path)
     d = _artifact.find(path)
-    codecs: dict[str, int] = {}
-    for leaf in meta["leaves"]:
-        codecs[leaf["codec"]] = codecs.get(leaf["codec"], 0) + 1
+    try:
+        info = ckpt.artifact_info(_artifact.params_file(d))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read artifact {path}: {one_line(e)}") from None
     kw = ", ".join(f"{k}={v}" for k, v in meta["model"]["kwargs"].items())
     echo(
         f"artifact {d}: model {meta['model']['name']}({kw}); data {meta['data']['name']}; "
         f"task {meta['task']}; recipe {meta.get('config_file', '?')}"
     )
     echo(str(summary_from_dict(meta["summary"])))
+    echo(f"storage ({_artifact.PARAMS_FILE}):")
+    echo(str(info))
+    layouts: dict[str, int] = {}
+    for leaf in info.leaves:
+        layouts[leaf.layout] = layouts.get(leaf.layout, 0) + 1
     echo(
         "storage: "
-        + ", ".join(f"{n} {c} leaves" for c, n in sorted(codecs.items()))
-        + f"; {_report.fmt_bytes(ckpt.disk_bytes(d))} on disk"
+        + ", ".join(f"{n} {k} leaves" for k, n in sorted(layouts.items()))
+        + f"; params file {_report.fmt_bytes(info.file_bytes)}, artifact folder "
+        + f"{_report.fmt_bytes(ckpt.disk_bytes(d))} on disk"
     )
     m = meta.get("metrics") or {}
     parts = []
@@ -72,7 +78,7 @@ def evaluate(path: str, *, split: str = "test", echo: Callable[[str], None] = pr
     Raises:
       UsageError: no artifact, missing data set, or params that do not fit the model.
     """
-    meta = _meta(path)
+    _meta(path)
     try:
         params, meta = _artifact.load(path)
     except (FileNotFoundError, ValueError, OSError) as e:
@@ -94,7 +100,7 @@ def evaluate(path: str, *, split: str = "test", echo: Callable[[str], None] = pr
     line += _describe(metrics)
     rec = (meta.get("metrics") or {}).get("compressed")
     if split == "test" and rec:
-        same = np.isclose(rec["accuracy"], metrics["accuracy"], rtol=0, atol=1e-9)
+        same = rec["accuracy"] == metrics["accuracy"] and rec["loss"] == metrics["loss"]
         line += f"; at export {100 * rec['accuracy']:.2f}%" + (
             " (identical)" if same else " (DIFFERENT)"
         )

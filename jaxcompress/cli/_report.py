@@ -92,7 +92,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
         f"float32 {fmt_bytes(size['float32_bytes'])} -> compressed "
         f"{fmt_bytes(size['logical_bytes'])} logical (**{size['ratio']:.2f}x smaller**); "
-        f"compressor state {fmt_bytes(s['state_bytes'])}. On disk: artifact "
+        f"compressor state {fmt_bytes(s['state_bytes'])}. On disk: exported params "
+        f"(artifact/params.jca, entropy-coded) {fmt_bytes(size['artifact_file_bytes'])} "
+        f"(**{size['artifact_ratio']:.2f}x smaller** than float32), artifact folder "
         f"{fmt_bytes(size['artifact_disk_bytes'])}, checkpoint "
         f"{fmt_bytes(size['checkpoint_disk_bytes'])}.",
         "",

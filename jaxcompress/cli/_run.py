@@ -41,6 +41,9 @@ class Loaded:
     steps: int  # compressed-phase steps
     baseline_steps: int | None  # baseline steps (None: no baseline)
     distill_fn: Callable | None  # (student_logits, teacher_logits) -> loss, or None
+    baseline_model: Any = None  # the baseline's (teacher's) linen module; None: `model`
+    baseline_model_kwargs: dict | None = None  # its resolved attributes
+    baseline_params: Any = None  # its initial float params; None: `params`
 
 
 def load_data(name: str, kwargs: dict[str, Any]) -> Any:
@@ -87,7 +90,20 @@ def build(cfg: Any) -> Loaded:
     bsteps = None
     if cfg.baseline.enabled:
         bsteps = int(cfg.baseline.steps) if cfg.baseline.steps is not None else steps
-    return Loaded(ds, task, model, kwargs, params, comp, used, steps, bsteps, distill_fn)
+    loaded = Loaded(ds, task, model, kwargs, params, comp, used, steps, bsteps, distill_fn)
+    bm = cfg.baseline.model
+    if cfg.baseline.enabled and (bm.name or bm.kwargs.keys()):
+        try:
+            bmodel, bkwargs = _train.build_model(
+                bm.name or cfg.model.name, bm.kwargs.to_dict(), ds.num_classes
+            )
+        except UsageError as e:
+            raise UsageError(str(e).replace("config model.", "config baseline.model.")) from None
+        loaded.baseline_model, loaded.baseline_model_kwargs = bmodel, bkwargs
+        loaded.baseline_params = _train.init_params(
+            bmodel, ds.x_train, int(cfg.train.seed), ds.num_classes
+        )
+    return loaded
 
 
 def _writable_dir(out: pathlib.Path) -> None:
@@ -195,12 +211,16 @@ def run(
         reset_out(out, cfg)
     ds, task = L.ds, L.task
     progress = progress or Progress()
-    train_step = _train.make_train_step(L.distill_fn, float(cfg.distill.weight))
+    train_step = _train.make_train_step(
+        L.distill_fn,
+        float(cfg.distill.weight),
+        None if L.baseline_model is None else L.baseline_model.apply,
+    )
     evaluator = _train.Evaluator(L.model, task, int(cfg.eval.batch_size), cfg.eval.max_examples)
     batches = _train.BatchSource(
         ds.x_train, ds.y_train, int(cfg.train.batch_size), int(cfg.train.seed)
     )
-    num_params = sum(int(x.size) for x in jax.tree.leaves(L.params))
+    num_params = _num_params(L.params)
     if verbose:
         echo(
             f"data {ds.name}: {len(ds.x_train):,} train / {len(ds.x_val):,} val / "
@@ -224,10 +244,26 @@ def run(
     start_params, teacher = L.params, None
     if L.baseline_steps is not None:
         tx = _train.make_optimizer(cfg.train, L.baseline_steps, cfg.baseline.lr)
-        state = _new_state(L.model, L.params, tx, jc.identity())
+        if L.baseline_model is None:
+            bmodel, bparams, bevaluator = L.model, L.params, evaluator
+        else:  # another model (a bigger teacher): its own evaluation
+            bmodel, bparams = L.baseline_model, L.baseline_params
+            bevaluator = _train.Evaluator(
+                bmodel, task, int(cfg.eval.batch_size), cfg.eval.max_examples
+            )
+        state = _new_state(bmodel, bparams, tx, jc.identity())
         bdir = pathlib.Path(baseline_dir) if baseline_dir is not None else out / "baseline"
         res = _train.run_phase(
-            "baseline", bdir, state, L.baseline_steps, train_step, batches, **common
+            "baseline",
+            bdir,
+            state,
+            L.baseline_steps,
+            train_step,
+            batches,
+            **{
+                **common,
+                "evaluate_val": lambda st: bevaluator(st.params, ds.x_val, ds.y_val),
+            },
         )
         history["baseline"] = res.history
         timing["baseline"] = {
@@ -235,7 +271,7 @@ def run(
             "steps_run": res.steps_run,
             "steps_per_second": res.steps_per_second,
         }
-        metrics["float"] = evaluator(res.state.params, ds.x_test, ds.y_test)
+        metrics["float"] = bevaluator(res.state.params, ds.x_test, ds.y_test)
         if cfg.baseline.warm_start:
             start_params = res.state.params
         if L.distill_fn is not None:
@@ -290,7 +326,7 @@ def run(
         "metrics": {"float": metrics["float"], "compressed": metrics["compressed"]},
         "config_file": str(config_file),
     }
-    _artifact.save(out / "artifact", final, meta)
+    storage = _artifact.save(out / "artifact", final, meta)["storage"]
     artifact_bytes = ckpt.disk_bytes(out / "artifact")
     ckpt_bytes = ckpt.disk_bytes(out / "compressed" / "ckpt" / str(L.steps))
 
@@ -324,7 +360,13 @@ def run(
                 "loss": cfg.distill.loss,
                 "kwargs": config_lib.to_plain(cfg.distill.kwargs),
                 "weight": float(cfg.distill.weight),
-                "teacher": "float baseline",
+                "teacher": "float baseline"
+                + (
+                    ""
+                    if L.baseline_model is None
+                    else f" ({cfg.baseline.model.name or cfg.model.name}, "
+                    f"{_num_params(L.baseline_params):,} params)"
+                ),
             }
             if L.distill_fn is not None
             else None
@@ -335,6 +377,8 @@ def run(
             "float32_bytes": summ.float32_bytes,
             "logical_bytes": summ.logical_bytes,
             "ratio": summ.ratio,
+            "artifact_file_bytes": storage["file_bytes"],
+            "artifact_ratio": storage["ratio"],
             "artifact_disk_bytes": artifact_bytes,
             "checkpoint_disk_bytes": ckpt_bytes,
         },
@@ -355,9 +399,14 @@ def run(
         echo(
             f"wrote {out}/report.md, report.json"
             + (", curves.png, layers.png" if plots else "")
-            + f", artifact/ ({_report.fmt_bytes(artifact_bytes)}), checkpoints"
+            + f", artifact/ ({_artifact.PARAMS_FILE} "
+            f"{_report.fmt_bytes(storage['file_bytes'])}), checkpoints"
         )
     return report
+
+
+def _num_params(params: Any) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
 def _describe(m: dict[str, Any], task: str) -> str:
@@ -390,4 +439,9 @@ def result_line(report: dict[str, Any]) -> str:
         f"size {_report.fmt_bytes(size['float32_bytes'])} -> "
         f"{_report.fmt_bytes(size['logical_bytes'])} ({size['ratio']:.2f}x smaller)"
     )
+    if size.get("artifact_file_bytes") is not None:
+        parts.append(
+            f"artifact file {_report.fmt_bytes(size['artifact_file_bytes'])} "
+            f"({size['artifact_ratio']:.2f}x smaller)"
+        )
     return "; ".join(parts)

@@ -172,6 +172,7 @@ def sweep(
             "float_accuracy": m["float"]["accuracy"] if m["float"] else None,
             "logical_bytes": rep["size"]["logical_bytes"],
             "ratio": rep["size"]["ratio"],
+            "file_bytes": rep["size"].get("artifact_file_bytes"),
             "run_dir": str(pdir.relative_to(root)),
         }
         rows.append(row)
@@ -217,12 +218,13 @@ def sweep(
                 f"{r['drop_pp']:+.2f}",
                 f"{r['logical_bytes']:,}",
                 f"{r['ratio']:.2f}x",
+                "" if r.get("file_bytes") is None else f"{r['file_bytes']:,}",
                 "yes" if r["pareto"] else "",
                 "**best**" if j == best else "",
             ]
             for j, r in enumerate(rows)
         ],
-        ["point", "accuracy", "drop (pp)", "bytes", "smaller", "Pareto", ""],
+        ["point", "accuracy", "drop (pp)", "bytes", "smaller", "file bytes", "Pareto", ""],
     )
     verdict = (
         f"Smallest model within {max_drop:g} pp of the {result['reference']}: "

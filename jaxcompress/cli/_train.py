@@ -206,18 +206,21 @@ class BatchSource:
 
 
 def make_train_step(
-    distill_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None, weight: float = 0.5
+    distill_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    weight: float = 0.5,
+    teacher_apply: Callable[..., jax.Array] | None = None,
 ) -> Callable:
     """A jitted ``(state, x, y, teacher=None) -> (state, loss)`` for a ``jc.flax.TrainState``.
 
     The loss is the cross-entropy with the labels. With ``distill_fn`` and teacher params, it
     is ``(1 - weight) * cross_entropy + weight * mean(distill_fn(student_logits,
-    teacher_logits))``, the teacher (the same model with the teacher's params) run inside the
-    step under ``stop_gradient``.
+    teacher_logits))``, the teacher run inside the step under ``stop_gradient``.
 
     Args:
       distill_fn: ``(student_logits, teacher_logits) -> loss`` (any shape; averaged).
       weight: weight of the distillation term, in ``[0, 1]``.
+      teacher_apply: the teacher model's ``apply`` (e.g. a bigger model's); ``None``: the
+        student's own ``state.apply_fn`` with the teacher's params.
     """
 
     def train_step(state, x, y, teacher=None):
@@ -225,7 +228,8 @@ def make_train_step(
             logits = state.apply_fn({"params": state.compress(v)}, x)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
             if distill_fn is not None and teacher is not None:
-                t_logits = jax.lax.stop_gradient(state.apply_fn({"params": teacher}, x))
+                t_apply = state.apply_fn if teacher_apply is None else teacher_apply
+                t_logits = jax.lax.stop_gradient(t_apply({"params": teacher}, x))
                 kd = jnp.mean(distill_fn(logits, t_logits))
                 loss = (1.0 - weight) * loss + weight * kd
             return loss

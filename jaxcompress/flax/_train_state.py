@@ -25,6 +25,23 @@ def _has_trainable_leaves(compression: Any) -> bool:
     return bool(jax.tree.leaves(trainable(compression)))
 
 
+def _step_like(params: Params) -> jax.Array:
+    """A zero ``int32[]`` step, replicated on the params' mesh when they are sharded.
+
+    Left on the default device, the step of a sharded state would come back from the first
+    jitted step replicated on the mesh, and the second step would compile again for it.
+    """
+    step = jnp.zeros([], jnp.int32)
+    for leaf in jax.tree.leaves(params):
+        if isinstance(leaf, jax.core.Tracer):  # created inside jit: leave it to the caller
+            return step
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(sharding, jax.sharding.NamedSharding):
+            replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+            return jax.device_put(step, replicated)
+    return step
+
+
 class TrainState(train_state.TrainState):
     """``flax.training.train_state.TrainState`` with compression.
 
@@ -103,7 +120,7 @@ class TrainState(train_state.TrainState):
             # Python int turns into a weakly typed array after the first jitted step (a
             # second jit dispatch-cache entry), and checkpoints of fresh and trained states
             # would hold different types.
-            step=jnp.zeros([], jnp.int32),
+            step=_step_like(params),
             apply_fn=apply_fn,
             params=params,
             tx=tx,

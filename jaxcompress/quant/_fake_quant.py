@@ -115,6 +115,43 @@ fq_grid.defvjp(_fq_grid_fwd, _fq_grid_bwd)
 
 
 # ----------------------------------------------------------------------------------------
+# Narrow symmetric integer grid [-qmax, qmax], fixed scale (the default QAT grid).
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def fq_symmetric(x, scale, qmax, ste: str):
+    """:func:`fq_grid` on the narrow grid ``[-qmax, qmax]`` (``qmax`` odd: ``2**(b-1) - 1``).
+
+    Same forward and same gradients as ``fq_grid(x, scale, None, -qmax, qmax, ste)``; only
+    the clipped STE's mask is cheaper. With ``v = x * (1 / scale)`` (as in
+    :func:`grid_levels`) and an odd ``qmax``, ``round-half-even(v)`` lies in
+    ``[-qmax, qmax]`` exactly when ``|v| < qmax + 0.5`` (a tie ``qmax + 0.5`` rounds to the
+    even ``qmax + 1``; NaN and infinities compare False, as their levels do). XLA re-derives
+    the mask from ``x`` inside every consumer of the gradient (with adam: the first- and
+    second-moment updates), so one compare instead of a rounding and two compares there
+    is paid twice per weight per step.
+    """
+    return grid_dequant(jnp.clip(grid_levels(x, scale, None), -qmax, qmax), scale, None)
+
+
+def _fq_sym_fwd(x, scale, qmax, ste):
+    return fq_symmetric(x, scale, qmax, ste), (None if ste == "identity" else x, scale, qmax)
+
+
+def _fq_sym_bwd(ste, res, g):
+    x, scale, qmax = res
+    if ste == "identity":
+        dx = g
+    else:
+        inside = jnp.abs(x * (1.0 / scale)) < qmax + 0.5
+        dx = jnp.where(inside, g, jnp.zeros_like(g))
+    return dx, jnp.zeros_like(scale), jnp.zeros_like(qmax)
+
+
+fq_symmetric.defvjp(_fq_sym_fwd, _fq_sym_bwd)
+
+
+# ----------------------------------------------------------------------------------------
 # Integer grid, learned scale (LSQ).
 
 
@@ -437,7 +474,10 @@ def fake_quant(
         out = fq_ternary(xg, s, lax.stop_gradient(thr), ste)
     else:
         zp = None if zp is None else lax.stop_gradient(zp)
-        out = fq_grid(xg, s, zp, qmin_a, qmax_a, ste)
+        if symmetric and narrow_range and zp is None:
+            out = fq_symmetric(xg, s, qmax_a, ste)
+        else:
+            out = fq_grid(xg, s, zp, qmin_a, qmax_a, ste)
     return lay.from_grouped(out).astype(x.dtype)
 
 

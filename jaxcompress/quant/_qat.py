@@ -380,7 +380,9 @@ def qat(
 
         return QATState(
             count=jnp.zeros([], jnp.int32),
-            bits=unflat(treedef, [b] * n),
+            # one array per leaf (never the same buffer twice: ``update`` passes static bits
+            # through, and a donated state may not hold one buffer in two leaves)
+            bits=unflat(treedef, [jnp.array(b) for _ in range(n)]),
             scale=tree_or_none("scale", not learn_scale),
             zero_point=tree_or_none("zp", not symmetric),
             threshold=tree_or_none("thr", kind == "ternary"),
@@ -404,8 +406,12 @@ def qat(
             out = _fake_quant.fq_ternary(xg, s, lax.stop_gradient(t), ste)
         else:
             qmin, qmax = spec.bounds(b)
-            fq = _fake_quant.fq_grid_lsq if learn_scale else _fake_quant.fq_grid
-            out = fq(xg, s, z, qmin, qmax, ste)
+            if learn_scale:
+                out = _fake_quant.fq_grid_lsq(xg, s, z, qmin, qmax, ste)
+            elif spec.symmetric and spec.narrow_range:
+                out = _fake_quant.fq_symmetric(xg, s, qmax, ste)  # qmin == -qmax
+            else:
+                out = _fake_quant.fq_grid(xg, s, z, qmin, qmax, ste)
         return lay.from_grouped(out).astype(w.dtype)
 
     def apply_fn(params, state):
@@ -448,7 +454,12 @@ def qat(
         leaves, treedef = flat(params)
         n = len(leaves)
         old_bits = up_to(treedef, state.bits, n)
-        new_state = state._replace(count=count, bits=unflat(treedef, [new_b] * n))
+        if schedule is None:
+            # static bits pass through: no constant re-written per leaf and step (each one a
+            # kernel launch on GPU)
+            new_state = state._replace(count=count)
+        else:
+            new_state = state._replace(count=count, bits=unflat(treedef, [new_b] * n))
         if learn_scale:
             if schedule is None or spec.kind == "sign":
                 return params, new_state

@@ -49,11 +49,6 @@ def ref_run(tmp_path_factory):
     return d, out
 
 
-def _npz(path):
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
-
-
 def test_run_prints_accuracies_and_summary(ref_run):
     _, out = ref_run
     assert "float baseline: 12 steps" in out
@@ -110,14 +105,24 @@ def test_inspect_and_eval(ref_run):
     with contextlib.redirect_stdout(io.StringIO()):
         got = _inspect.evaluate(str(d))
     assert got["accuracy"] == rep["metrics"]["compressed"]["accuracy"]
-    # the artifact holds the compressed view: half of each kernel exactly zero
-    arrays = _npz(d / "artifact" / "params.npz")
+    # the artifact holds the compressed view: per kernel a bitmask of exactly half the
+    # entries and int8 values on a per-channel grid; biases dense float32
+    info = jc.io.artifact_info(d / "artifact" / "params.jca")
     meta = json.loads((d / "artifact" / "artifact.json").read_text())
-    for leaf in meta["leaves"]:
-        if leaf["path"].endswith("kernel"):
-            assert leaf["codec"] == "sparse"
-            size = int(np.prod(leaf["shape"]))
-            assert arrays[leaf["arrays"]["values"]].size == size // 2
+    assert meta["storage"] == json.loads(json.dumps(info.to_dict()))
+    assert rep["size"]["artifact_file_bytes"] == info.file_bytes
+    assert info.file_bytes == (d / "artifact" / "params.jca").stat().st_size
+    for leaf in info.leaves:
+        if leaf.path.endswith("kernel"):
+            assert (leaf.layout, leaf.values, leaf.bits, leaf.per_channel) == (
+                "sparse",
+                "grid",
+                8,
+                True,
+            )
+            assert leaf.nnz == int(np.prod(leaf.shape)) // 2
+        else:
+            assert (leaf.layout, leaf.values) == ("dense", "raw")
 
 
 def _interrupt_at(monkeypatch, n):
@@ -157,10 +162,8 @@ def test_resume_after_ctrl_c_reaches_the_same_params(ref_run, tmp_path, monkeypa
     rep = json.loads((d / "report.json").read_text())
     assert rep["timing"]["baseline"]["steps_run"] == 0  # restored, complete
     assert rep["timing"]["compressed"]["steps_run"] == STEPS - 7
-    want, got = _npz(ref / "artifact" / "params.npz"), _npz(d / "artifact" / "params.npz")
-    assert want.keys() == got.keys()
-    for k in want:
-        np.testing.assert_array_equal(got[k], want[k])  # bit-identical
+    want = (ref / "artifact" / "params.jca").read_bytes()
+    assert (d / "artifact" / "params.jca").read_bytes() == want  # bit-identical params
     ref_rep = json.loads((ref / "report.json").read_text())
     assert rep["metrics"] == ref_rep["metrics"]
     assert (
@@ -201,6 +204,9 @@ def test_sweep(tmp_path):
     assert [r["timing"]["baseline"]["steps_run"] for r in reps] == [STEPS, 0]
     assert reps[0]["metrics"]["float"] == reps[1]["metrics"]["float"]
     assert reps[0]["summary"]["leaves"][1]["bits"] == 4
+    for r in res["rows"]:  # the exported file's real size, next to the logical bytes
+        assert r["file_bytes"] == (d / r["run_dir"] / "artifact" / "params.jca").stat().st_size
+    assert "| file bytes |" in (d / "sweep.md").read_text()
     # --resume of a finished sweep re-reads every point: nothing is trained again
     rc, out2, err = _main(
         [

@@ -136,14 +136,20 @@ def test_artifact_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no jaxcompress artifact"):
         _artifact.load(tmp_path)
     _artifact.save(tmp_path, {"w": jnp.ones(3)}, {})
-    meta = json.loads((tmp_path / "artifact.json").read_text())
-    meta["leaves"][0]["codec"] = "qarray9"
-    (tmp_path / "artifact.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="codec 'qarray9'.*known: dense, sparse"):
+    data = (tmp_path / "params.jca").read_bytes()
+    (tmp_path / "params.jca").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="params.jca: corrupt artifact"):
         _artifact.load(tmp_path)
-    meta["version"] = 99
+    (tmp_path / "params.jca").unlink()
+    with pytest.raises(FileNotFoundError, match="params file params.jca is missing"):
+        _artifact.load(tmp_path)
+    meta = json.loads((tmp_path / "artifact.json").read_text())
+    meta["version"] = 1  # the folder format with params.npz, before jc.io artifacts
     (tmp_path / "artifact.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="version 99 is not supported"):
+    with pytest.raises(ValueError, match="version 1 is not supported"):
+        _artifact.load(tmp_path)
+    (tmp_path / "artifact.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="is not a jaxcompress artifact"):
         _artifact.load(tmp_path)
 
 

@@ -232,3 +232,36 @@ def test_explicit_scale_and_zero_point():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         jc.quant.fake_quant(jnp.ones((4, 4)), **kwargs)
+
+
+@pytest.mark.parametrize("ste", ["clipped", "identity"])
+def test_symmetric_kernel_matches_general_grid_at_the_boundaries(ste):
+    # fq_symmetric decides the clipped STE by |x / s| < qmax + 0.5 instead of rounding: the
+    # same mask as fq_grid's rounded levels, checked on values a few ulps around every
+    # rounding tie at the grid's ends, and on zero / subnormal / NaN / negative scales.
+    rng = np.random.default_rng(0)
+    scale = np.exp(rng.uniform(-20.0, 5.0, (1, 32))).astype(np.float32)
+    scale[0, :5] = [0.0, 1e-45, 3e-39, np.nan, -2.0]
+
+    @jax.jit
+    def both(x, s, qmax, g):
+        out_a, vjp_a = jax.vjp(lambda v: fq.fq_grid(v, s, None, -qmax, qmax, ste), x)
+        out_b, vjp_b = jax.vjp(lambda v: fq.fq_symmetric(v, s, qmax, ste), x)
+        return out_a, out_b, vjp_a(g)[0], vjp_b(g)[0]
+
+    for qmax in (1.0, 3.0, 7.0, 127.0):
+        with np.errstate(all="ignore"):
+            tie = np.float32(qmax + 0.5) / (np.float32(1) / scale)
+        ulps = rng.integers(-6, 7, (24, 32)).astype(np.float32)
+        x = tie * (1 + ulps * np.float32(2**-23))
+        x = np.where(rng.random(x.shape) < 0.5, -x, x).astype(np.float32)
+        x[0, :4] = [0.0, np.inf, -np.inf, np.nan]
+        g = rng.normal(size=x.shape).astype(np.float32)
+        out_a, out_b, g_a, g_b = both(
+            jnp.asarray(x), jnp.asarray(scale), jnp.float32(qmax), jnp.asarray(g)
+        )
+        np.testing.assert_array_equal(np.asarray(out_a), np.asarray(out_b))
+        np.testing.assert_array_equal(np.asarray(g_a), np.asarray(g_b))
+        if ste == "clipped":
+            inside = np.asarray(g_b) != 0
+            assert inside.any() and (~inside).any()  # both sides of every boundary exercised

@@ -188,3 +188,28 @@ def test_apply_is_elementwise_only():
     jaxpr = jax.make_jaxpr(comp.apply)({"w": W}, state)
     prims = {e.primitive.name for e in jaxpr.jaxpr.eqns}
     assert not prims & {"reduce_max", "reduce_min", "reduce_sum", "argmax"}
+
+
+def test_donated_train_steps_keep_static_bits():
+    # static bits pass through update (no per-step copies); init gives every leaf its own
+    # array, so a donating train step never sees one buffer in two leaves
+    comp = jc.rules([(".*/kernel", jc.quant.qat(bits=4)), (".*", None)])
+    params = {"a": {"kernel": W, "bias": jnp.ones(8)}, "b": {"kernel": W[:8]}}
+    state = jc.flax.TrainState.create(
+        apply_fn=None, params=jax.tree.map(jnp.copy, params), tx=optax.sgd(0.1), compressor=comp
+    )
+
+    @jax.jit
+    def grads_of(state):
+        return jax.grad(lambda v: sum(jnp.sum(x**2) for x in jax.tree.leaves(state.compress(v))))(
+            state.trainables
+        )
+
+    step = jax.jit(lambda s, g: s.apply_gradients(grads=g), donate_argnums=0)
+    bits0 = jax.tree.leaves(jc.state_fields(state.compression, "bits"))
+    assert len({id(b) for b in bits0}) == len(bits0) == 2
+    for _ in range(3):
+        state = step(state, grads_of(state))
+    bits = jax.tree.leaves(jc.state_fields(state.compression, "bits"))
+    assert [int(b) for b in bits] == [4, 4]
+    assert int(state.step) == 3
