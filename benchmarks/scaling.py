@@ -148,35 +148,21 @@ def measure(n: int, rounds: int) -> tuple[list[dict], dict[str, float]]:
     del holders, updates
 
     base = step_t["float"]["median_s"]
-    rows = []
-    for name, s in step_t.items():
-        rows.append(
-            {
-                "kind": "train step",
-                "variant": name,
-                "params": count,
-                "median ms": 1e3 * s["median_s"],
-                "p10 ms": 1e3 * s["p10_s"],
-                "p90 ms": 1e3 * s["p90_s"],
-                "ns / param": 1e9 * s["median_s"] / count,
-                "p10 ns / param": 1e9 * s["p10_s"] / count,
-                "x float step": s["median_s"] / base,
-            }
-        )
-    for name, s in upd_t.items():
-        rows.append(
-            {
-                "kind": "update",
-                "variant": name,
-                "params": count,
-                "median ms": 1e3 * s["median_s"],
-                "p10 ms": 1e3 * s["p10_s"],
-                "p90 ms": 1e3 * s["p90_s"],
-                "ns / param": 1e9 * s["median_s"] / count,
-                "p10 ns / param": 1e9 * s["p10_s"] / count,
-                "x float step": s["median_s"] / base,
-            }
-        )
+    rows = [
+        {
+            "kind": kind,
+            "variant": name,
+            "params": count,
+            "median ms": 1e3 * s["median_s"],
+            "p10 ms": 1e3 * s["p10_s"],
+            "p90 ms": 1e3 * s["p90_s"],
+            "ns / param": 1e9 * s["median_s"] / count,
+            "p10 ns / param": 1e9 * s["p10_s"] / count,
+            "x float step": s["median_s"] / base,
+        }
+        for kind, timings in (("train step", step_t), ("update", upd_t))
+        for name, s in timings.items()
+    ]
     return rows, state_ratio
 
 
