@@ -226,6 +226,13 @@ def state_fields(state: State, name: str) -> list[Any]:
 
     Returns:
       A list of field values, in tree order.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxcompress as jc
+      >>> comp = jc.chain(jc.prune.magnitude(0.5), jc.quant.qat(bits=4))
+      >>> state = comp.init({"w": jnp.arange(1.0, 9.0).reshape(2, 4)})
+      >>> [int(m["w"].sum()) for m in jc.state_fields(state, "mask")]
+      [4]
     """
     pred = _has_field(name)
     nodes = jax.tree.leaves(state, is_leaf=pred)

@@ -45,6 +45,14 @@ def param_dict(model: nnx.Module) -> dict[str, Any]:
 
     Paths are the attribute names, e.g. ``Dense_0/kernel``, the same as a linen model's
     params with the same layer names.
+
+    Example:
+      >>> import jax
+      >>> from flax import nnx
+      >>> import jaxcompress as jc
+      >>> model = jc.workloads.MLPNNX(4, (8, 2), rngs=nnx.Rngs(0))
+      >>> jax.tree.map(lambda x: x.shape, jc.flax.param_dict(model))["Dense_0"]
+      {'bias': (8,), 'kernel': (4, 8)}
     """
     return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 

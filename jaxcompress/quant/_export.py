@@ -94,7 +94,16 @@ jax.tree_util.register_dataclass(
 
 
 def is_qarray(x: Any) -> bool:
-    """True for a :class:`QArray` (use as ``is_leaf`` in tree maps)."""
+    """True for a :class:`QArray` (use as ``is_leaf`` in tree maps).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxcompress as jc
+      >>> comp = jc.quant.qat(bits=4)
+      >>> params = {"w": jnp.ones((4, 2)), "b": jnp.zeros(2)}
+      >>> q = jc.quant.quantize(params, comp.init(params))
+      >>> jax.tree.map(jc.quant.is_qarray, q, is_leaf=jc.quant.is_qarray)
+      {'b': True, 'w': True}
+    """
     return isinstance(x, QArray)
 
 

