@@ -2,9 +2,11 @@
 
 MLP 784-512-512-10, batch 256, adam, one jitted train step per variant (``jc.flax.TrainState``
 for ours, a plain linen TrainState for Qwix), timed in interleaved rounds (medians).
-Variants: float; int8 per-channel weights; int4 per-group weights (group 128, 112 for the
-784-input layer); w8a8 (int8 per-channel weights + dynamic per-token int8 activations);
-Qwix QAT (``QtProvider``) int8 weights and w8a8 on the same model in the same run.
+Variants: float; int8 per-channel weights (live min-max scales, the default); the same with
+stored scales refreshed by ``update`` (``live_scale=False``, clipped STE); int4 per-group
+weights (group 128, 112 for the 784-input layer); w8a8 (int8 per-channel weights + dynamic
+per-token int8 activations); Qwix QAT (``QtProvider``) int8 weights and w8a8 on the same
+model in the same run.
 Every step donates its train state (``donate_argnums=0``, params copied per variant), as a
 training loop does; ``--no-donate`` measures without.
 
@@ -118,8 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     setups = {
         "float": ours_step(model, params, jc.identity(), None, x, y, donate),
         "int8": ours_step(model, params, q8, None, x, y, donate),
-        "int8_identity_ste": ours_step(
-            model, params, _kernels(jc.quant.qat(bits=8, ste="identity")), None, x, y, donate
+        "int8_stored": ours_step(
+            model, params, _kernels(jc.quant.qat(bits=8, live_scale=False)), None, x, y, donate
         ),
         "int4_group": ours_step(model, params, int4_group, None, x, y, donate),
         "w8a8": ours_step(model, params, q8, 8, x, y, donate),

@@ -60,16 +60,24 @@ def _poly():
 
 # name -> (compressor factory, distill?, state paths that must stay sharded like their kernel)
 CASES = {
-    "qat_channel": (lambda: _kernels(jc.quant.qat(4)), False, ["Dense_1"]),
+    # stored scales (refreshed by update): they must stay sharded like their kernel
+    "qat_channel": (lambda: _kernels(jc.quant.qat(4, live_scale=False)), False, ["Dense_1"]),
     # group 4 along Dense_0's input axis: each of the 4 shards holds one group row
     "qat_group_in_shard": (
-        lambda: _kernels(jc.quant.qat(4, group_size=4)),
+        lambda: _kernels(jc.quant.qat(4, group_size=4, live_scale=False)),
         False,
         ["Dense_0", "Dense_1"],
     ),
     # group 8: every group spans two shards of Dense_0 (4 rows each), so its scales are
     # replicated; Dense_1's groups run along its unsharded axis
-    "qat_group_across": (lambda: _kernels(jc.quant.qat(4, group_size=8)), False, ["Dense_1"]),
+    "qat_group_across": (
+        lambda: _kernels(jc.quant.qat(4, group_size=8, live_scale=False)),
+        False,
+        ["Dense_1"],
+    ),
+    # live scales (the default): computed in the forward on the mesh, none in the state
+    "qat_channel_live": (lambda: _kernels(jc.quant.qat(4)), False, []),
+    "qat_group_live": (lambda: _kernels(jc.quant.qat(4, group_size=8)), False, []),
     "magnitude_layer": (
         lambda: _kernels(jc.prune.magnitude(0.75, schedule=_poly())),
         False,
@@ -85,7 +93,7 @@ CASES = {
         False,
         ["Dense_0", "Dense_1"],
     ),
-    "kd_qat": (lambda: _kernels(jc.quant.qat(4)), True, ["Dense_1"]),
+    "kd_qat": (lambda: _kernels(jc.quant.qat(4)), True, []),
 }
 
 
@@ -196,7 +204,7 @@ def test_mesh_train_step_matches_one_device(name, mesh, data):
         for path, a in got
         if a.ndim >= 2 and any(f"['{layer}']['kernel']" in path for layer in sharded_state)
     ]
-    assert owned, f"{name}: no per-leaf state array of {sharded_state}"
+    assert owned or not sharded_state, f"{name}: no per-leaf state array of {sharded_state}"
     for layer in sharded_state:
         arrays = [a for path, a in owned if f"['{layer}']['kernel']" in path]
         assert any(not a.sharding.is_fully_replicated for a in arrays), (name, layer)
@@ -285,6 +293,23 @@ def test_global_mask_update_gathers_no_parameter(mesh):
     kept = sum(int(m.sum()) for m in jax.tree.leaves(new.mask))
     total = sum(x.size for x in jax.tree.leaves(params))
     assert kept == total - int(0.9 * total)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"group_size": 16}, {"group_size": 64}])
+def test_live_scales_gather_no_parameter(mesh, kwargs):
+    """Live per-channel / per-group scales reduce on each shard; only scales cross devices."""
+    params, shardings = _big_params(mesh)
+    smallest = min(x.size for x in jax.tree.leaves(params))
+    comp = jc.quant.qat(8, **kwargs)
+    state = comp.init(params)
+    fn = jax.jit(comp.apply, out_shardings=shardings)
+    ops = collectives(fn.lower(params, state).compile().as_text())
+    big = [(op, n) for op, n in ops if n >= smallest // 8]
+    assert not big, f"collectives of a parameter shard or more in the live forward: {big}"
+    np.testing.assert_array_equal(
+        np.asarray(fn(params, state)["a"]["kernel"]),
+        np.asarray(comp.apply(jax.device_get(params), state)["a"]["kernel"]),
+    )
 
 
 def test_gather_detector_sees_a_gathering_threshold(mesh):

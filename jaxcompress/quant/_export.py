@@ -22,7 +22,13 @@ from jaxcompress._src import paths as paths_lib
 from jaxcompress._src.base import Compressor, Params, State, states_of_type
 from jaxcompress._src.summary import finalize
 from jaxcompress.quant import _fake_quant, _grid
-from jaxcompress.quant._qat import _LSQ_EPS, QATState, forward_scale
+from jaxcompress.quant._qat import (
+    _LSQ_EPS,
+    QATState,
+    forward_scale,
+    live_scale_of,
+    recording_live_scales,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,10 +192,19 @@ def quantize_leaf(
     zero_point: jax.Array | None,
     threshold: jax.Array | None,
     path: str = "x",
+    check_grid: bool = False,
 ) -> QArray:
-    """One leaf's :class:`QArray` from its forward view and quantization parameters."""
+    """One leaf's :class:`QArray` from its forward view and quantization parameters.
+
+    With a live spec and no ``scale``, the scale is read back from the view (exact for
+    float32 leaves, see ``_fake_quant.symmetric_scale``). ``check_grid`` (the view is known
+    to be the forward's output) raises if an integer-grid view is not on its grid: a method
+    chained after ``qat`` rewrote the values, and exporting them would change the model.
+    """
     lay = spec.layout(view.shape, path)
     xg = lay.to_grouped(jnp.asarray(view).astype(jnp.float32))
+    if spec.live and scale is None:
+        scale = live_scale_of(spec, xg, lay)
     scale = jnp.asarray(scale, jnp.float32)
     if spec.learn_scale:
         scale = jnp.maximum(scale, _LSQ_EPS)
@@ -201,6 +216,13 @@ def quantize_leaf(
     else:
         qmin, qmax = _grid.qrange(bits, symmetric=spec.symmetric, narrow_range=spec.narrow_range)
         q = jnp.clip(_fake_quant.grid_levels(xg, scale, zp), qmin, qmax)
+        if check_grid and not isinstance(xg, jax.core.Tracer):
+            back = _fake_quant.grid_dequant(q, scale, zp).astype(view.dtype).astype(jnp.float32)
+            if not bool(jnp.all((back == xg) | jnp.isnan(xg))):
+                raise ValueError(
+                    f"quantize: leaf {path!r} is not on the grid its qat trained with (a "
+                    "method after qat in the chain rewrote the values); put qat last"
+                )
     q = lay.from_grouped(q)
     if bits == 8 and spec.kind == "grid":
         values = q.astype(jnp.int8 if spec.symmetric else jnp.uint8)
@@ -224,7 +246,11 @@ def quantize(params: Params, state: State, compressor: Compressor | None = None)
     """Exports every leaf quantized by a :func:`qat` state as a :class:`QArray`.
 
     The integers are computed from the *forward view*, with the scales and zero points held
-    in the state (the numbers the training forward used). Pass either the finalized view
+    in the state (the numbers the training forward used). Live min-max scales (see
+    :func:`~jaxcompress.quant.qat`) are taken from the forward itself when ``compressor`` is
+    given, else recomputed from ``params``: bit for bit the forward's from the stored params
+    of a lone ``qat`` or from a float32 view (for a bf16 view the levels are exact and the
+    scale within ``2**-8``; pass the compressor). Pass either the finalized view
     (``jc.finalize(comp, params, state)``) or the stored params together with ``compressor``
     (the view is then computed). For a lone ``qat`` the stored params give the same result,
     since re-quantizing an on-grid value returns it. Works for ``qat`` nested anywhere in
@@ -245,8 +271,9 @@ def quantize(params: Params, state: State, compressor: Compressor | None = None)
       The params tree with :class:`QArray` leaves; no float copy of those weights is kept.
 
     Raises:
-      ValueError: if the state holds no QAT state, or a leaf to export is non-finite
-        (naming its path).
+      ValueError: if the state holds no QAT state, a leaf to export is non-finite, or (with
+        ``compressor``) an integer-grid leaf of the view is off its grid because a method
+        chained after ``qat`` rewrote it (naming the path).
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxcompress as jc
@@ -260,7 +287,12 @@ def quantize(params: Params, state: State, compressor: Compressor | None = None)
       Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient
       Integer-Arithmetic-Only Inference".
     """
-    view = finalize(compressor, params, state) if compressor is not None else params
+    live: dict[str, jax.Array] = {}
+    if compressor is not None:
+        with recording_live_scales() as live:
+            view = finalize(compressor, params, state)
+    else:
+        view = params
     qstates = states_of_type(state, QATState)
     if not qstates:
         raise ValueError("quantize: the state holds no jc.quant.qat state; nothing to export")
@@ -289,6 +321,13 @@ def quantize(params: Params, state: State, compressor: Compressor | None = None)
                 nbits = int(np.asarray(b))
             _fake_quant.check_finite(leaf, path=f"quantize: leaf {path!r}")
             out[j] = quantize_leaf(
-                leaf, spec=st.spec, bits=nbits, scale=s, zero_point=z, threshold=t, path=path
+                leaf,
+                spec=st.spec,
+                bits=nbits,
+                zero_point=z,
+                threshold=t,
+                path=path,
+                check_grid=compressor is not None,
+                scale=live.get(path) if st.spec.live else s,
             )
     return jax.tree_util.tree_unflatten(treedef, out)

@@ -251,6 +251,39 @@ def safe_scale(s: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(s) & (s > 0), s, jnp.ones_like(s))
 
 
+def round_scale_mantissa(s: jax.Array, drop: int) -> jax.Array:
+    """``s`` (float32) rounded to ``24 - drop`` significant bits (non-finite stays non-finite)."""
+    if drop == 0:
+        return s.astype(jnp.float32)
+    u = lax.bitcast_convert_type(s.astype(jnp.float32), jnp.uint32)
+    half = jnp.uint32(1 << (drop - 1))
+    keep = jnp.uint32((0xFFFFFFFF >> drop) << drop)
+    return lax.bitcast_convert_type((u + half) & keep, jnp.float32)
+
+
+def symmetric_scale(absmax: jax.Array, qmax: int) -> jax.Array:
+    """The symmetric min-max scale ``absmax / qmax``, in a form export can read back exactly.
+
+    The quotient is rounded to ``24 - k`` significant bits, ``k = max(2, bit_length(qmax))``
+    (int8: 17 bits, int4: 21; a relative change below ``2**-(24 - k)``, far inside the half
+    level that rounding to the grid tolerates, so the largest weight still maps to
+    ``qmax``). Then ``qmax * s`` is exact in float32: a fake-quantized float32 slice's
+    largest magnitude is exactly ``qmax * s``, and the scale computed again from the
+    quantized values is this same ``s``, bit for bit, whatever the rounding of the division
+    (XLA's float32 division is not always correctly rounded; the coarser rounding absorbs
+    it). So export can recover the training scales from the view. Zero or non-finite
+    results become 1 (no division by zero).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> s = symmetric_scale(jnp.array([0.3, 0.0]), 127)
+      >>> bool(symmetric_scale(s * 127.0, 127)[0] == s[0]), float(s[1])
+      (True, 1.0)
+    """
+    drop = max(2, int(qmax).bit_length())
+    return safe_scale(round_scale_mantissa(absmax / float(qmax), drop))
+
+
 def absmax_scale(x: jax.Array, bits: int, *, channel_axis: int | None = -1) -> jax.Array:
     """Per-channel (or per-tensor if ``channel_axis`` is None) symmetric min-max scale.
 
@@ -294,13 +327,15 @@ def minmax_params(
     symmetric: bool,
     qmin: jax.typing.ArrayLike,
     qmax: jax.typing.ArrayLike,
+    recoverable: int | None = None,
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """Min-max ``(scale, zero_point, threshold)`` of a grouped view (float32, keepdims).
 
-    Symmetric grids: ``scale = max|x| / qmax``. Asymmetric: the range ``[min(x, 0), max(x, 0)]``
-    maps onto ``[qmin, qmax]`` with an integer zero point. Sign grid: ``scale = mean|x|`` (the
-    least-squares optimum for ``sign(x) * s``; 0 for an all-zero slice). Ternary (TWN):
-    ``threshold = 0.7 mean|x|`` and
+    Symmetric grids: ``scale = max|x| / qmax`` (with ``recoverable``, the static ``qmax``:
+    :func:`symmetric_scale`'s, which export can read back from the quantized view).
+    Asymmetric: the range ``[min(x, 0), max(x, 0)]`` maps onto ``[qmin, qmax]`` with an
+    integer zero point. Sign grid: ``scale = mean|x|`` (the least-squares optimum for
+    ``sign(x) * s``; 0 for an all-zero slice). Ternary (TWN): ``threshold = 0.7 mean|x|`` and
     ``scale = mean(|x| : |x| > threshold)``.
     """
     # No elementwise clean-up of non-finite entries here (it would cost a full extra pass
@@ -319,7 +354,10 @@ def minmax_params(
         tot = jnp.sum(jnp.where(big, ax, 0.0), axis=axes, keepdims=True)
         return safe_scale(finite_or(tot, 0.0) / jnp.maximum(cnt, 1.0)), None, thr
     if symmetric:
-        return safe_scale(jnp.max(ax, axis=axes, keepdims=True) / qmax), None, None
+        m = jnp.max(ax, axis=axes, keepdims=True)
+        if recoverable:
+            return symmetric_scale(m, recoverable), None, None
+        return safe_scale(m / qmax), None, None
     lo = jnp.minimum(jnp.min(xg, axis=axes, keepdims=True), 0.0)
     hi = jnp.maximum(jnp.max(xg, axis=axes, keepdims=True), 0.0)
     return range_params(lo, hi, qmin=qmin, qmax=qmax)

@@ -1,15 +1,26 @@
 """Quantization-aware training: fake-quantized weights with straight-through / LSQ gradients.
 
-The quantization parameters the forward uses (scale, zero point, ternary threshold) live in
-the state and are refreshed by ``update`` from the params *after* the optimizer step (every
-``calibrate_every`` steps). So ``apply`` is a pure elementwise quantize-dequantize (no
-reduction on the training path), and ``apply``, :func:`jaxcompress.quant.quantize` (export)
-and the integer matmul read the same numbers: a model run on the exported integers gives the
-training forward to float rounding.
+Two ways to hold the quantization parameters:
+
+* *Live* min-max scales (the default for symmetric integer grids with ``calibration="minmax"``
+  refreshed every step): ``apply`` computes ``max|w| / qmax`` per channel / group from the
+  weights it is given, in the forward (as Qwix and AQT do); the state holds no scale. Every
+  weight then lies inside its range, so the clipped straight-through estimator is the
+  identity and no mask is computed. Export reads the same scales back from the weights (see
+  ``_fake_quant.symmetric_scale``: exact from the fake-quantized view too).
+* *Stored* parameters (percentile, MSE, EMA, ``calibrate_every > 1``, asymmetric, binary,
+  ternary, bit-width schedules, or ``live_scale=False``): the scale, zero point and ternary
+  threshold live in the state and ``update`` refreshes them from the params after the
+  optimizer step; ``apply`` is a pure elementwise quantize-dequantize.
+
+Either way ``apply``, :func:`jaxcompress.quant.quantize` (export) and the integer matmul use
+the same numbers: a model run on the exported integers gives the training forward exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -44,6 +55,7 @@ class QuantSpec:
     ste: str  # "clipped" or "identity"
     learn_scale: bool  # LSQ: the step size is in the state's ``trainable`` field
     bits: int | None  # static bit width (storage bits); None when bits follow a schedule
+    live: bool = False  # min-max scales computed in ``apply`` from the weights (none stored)
 
     @property
     def scheduled(self) -> bool:
@@ -85,7 +97,7 @@ class QATState(NamedTuple):
 
     count: jax.Array  # int32[]: number of update calls
     bits: Any  # per-leaf int32[] bit width (storage bits: binary 1, ternary 2)
-    scale: Any  # per-leaf float32[scale shape] step size; None with learn_scale (see trainable)
+    scale: Any  # per-leaf float32[scale shape] step size; None with learn_scale or live scales
     zero_point: Any  # per-leaf float32[scale shape] integer zero point; None when symmetric
     threshold: Any  # per-leaf float32[scale shape] ternary threshold; None unless ternary
     range_min: Any  # per-leaf float32[scale shape] EMA of the range minimum; None unless asym. EMA
@@ -95,8 +107,36 @@ class QATState(NamedTuple):
 
 
 def forward_scale(state: QATState) -> Any:
-    """The per-leaf scale tree the forward uses (the LSQ step sizes with ``learn_scale``)."""
+    """The per-leaf scale tree the forward stores (LSQ step sizes; None with live scales)."""
     return state.trainable if state.spec.learn_scale else state.scale
+
+
+def live_scale_of(spec: QuantSpec, xg: jax.Array, lay: _grid.Layout) -> jax.Array:
+    """A live spec's scale of one leaf's grouped float32 view (``apply`` and export share it)."""
+    _, qmax = _grid.qrange(spec.bits, symmetric=True, narrow_range=spec.narrow_range)
+    absmax = jnp.max(jnp.abs(lax.stop_gradient(xg)), axis=lay.reduce_axes, keepdims=True)
+    return _fake_quant.symmetric_scale(absmax, qmax)
+
+
+_LIVE_SCALES: contextvars.ContextVar[dict[str, jax.Array] | None] = contextvars.ContextVar(
+    "jaxcompress_live_scales", default=None
+)
+
+
+@contextlib.contextmanager
+def recording_live_scales():
+    """Collects ``{leaf path: scale}`` of the live-scale ``apply`` calls run inside.
+
+    Export runs the compressor's forward inside it, to read the scales a live ``qat`` computed
+    from *its* input (which a chain may have rewritten before it) instead of reconstructing
+    them from the output. When two live ``qat`` own a leaf the later call wins, as in export.
+    """
+    rec: dict[str, jax.Array] = {}
+    token = _LIVE_SCALES.set(rec)
+    try:
+        yield rec
+    finally:
+        _LIVE_SCALES.reset(token)
 
 
 def _check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
@@ -125,6 +165,7 @@ def qat(
     learn_scale: bool = False,
     ste: str = "clipped",
     narrow_range: bool | None = None,
+    live_scale: bool | None = None,
 ) -> Compressor:
     """Quantization-aware training: fake-quantized weights with straight-through gradients.
 
@@ -133,6 +174,17 @@ def qat(
     ``update`` (after the optimizer step) refreshes them from the new params every
     ``calibrate_every`` steps, so the training forward, :func:`~jaxcompress.quant.quantize`
     and the integer matmul all use the same numbers.
+
+    Live scales (default where they apply: symmetric integer grid, static bits, min-max
+    calibration every step, no LSQ): ``apply`` computes ``s = max|w| / qmax`` per channel /
+    group from the weights it receives, in the forward, as Qwix and AQT do, and the state
+    holds no scale (``state.scale`` is None). This is the same quantization as refreshing a
+    stored scale after every step, without a second pass over the new params in ``update``;
+    and since every weight then lies inside its range, the clipped estimator is the identity
+    (no mask is computed). :func:`~jaxcompress.quant.quantize` reads the scales back from the
+    weights (exactly, from the stored params or the forward view); a method chained *after*
+    ``qat`` that rewrites its output would change them, so ``quantize`` checks the view when
+    given the compressor. ``live_scale=False`` keeps stored, ``update``-refreshed scales.
 
     Granularity (``granularity=None`` infers it: ``"group"`` if ``group_size`` is set,
     ``"tensor"`` if ``channel_axis`` is None, else ``"channel"``):
@@ -195,6 +247,8 @@ def qat(
       learn_scale: LSQ step sizes, trained by the optimizer.
       ste: ``"clipped"`` (0 outside the range, decided on the rounded level) or ``"identity"``.
       narrow_range: symmetric grid without ``-2**(b-1)``; default True, False with LSQ.
+      live_scale: compute min-max scales in ``apply`` (None: wherever they apply, see above;
+        True where they do not is an error; False: stored scales refreshed by ``update``).
 
     Returns:
       A Compressor with a :class:`QATState`.
@@ -208,11 +262,14 @@ def qat(
       >>> comp = jc.quant.qat(bits=4, group_size=8)
       >>> params = {"kernel": jax.random.normal(jax.random.key(0), (16, 8))}
       >>> state = comp.init(params)
-      >>> state.scale["kernel"].shape
-      (2, 1, 8)
+      >>> state.spec.live, state.scale  # live min-max scales: computed by apply
+      (True, None)
       >>> view = comp.apply(params, state)
       >>> int(jnp.unique(view["kernel"][:8, 0]).size) <= 15
       True
+      >>> stored = jc.quant.qat(bits=4, group_size=8, live_scale=False)
+      >>> stored.init(params).scale["kernel"].shape
+      (2, 1, 8)
 
     References:
       Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient
@@ -274,6 +331,22 @@ def qat(
         )
     if narrow_range is None:
         narrow_range = not learn_scale
+    live_ok = (
+        kind == "grid"
+        and symmetric
+        and schedule is None
+        and calibration == "minmax"
+        and calibrate_every == 1
+        and not learn_scale
+    )
+    if live_scale not in (None, True, False):
+        raise ValueError(f"qat: live_scale must be None, True or False, got {live_scale!r}")
+    if live_scale and not live_ok:
+        raise ValueError(
+            "qat: live_scale=True needs a symmetric integer grid with static bits, "
+            "calibration='minmax', calibrate_every=1 and learn_scale=False"
+        )
+    live = live_ok if live_scale is None else bool(live_scale)
 
     spec = QuantSpec(
         kind=kind,
@@ -286,8 +359,15 @@ def qat(
         ste=ste,
         learn_scale=bool(learn_scale),
         bits=static_bits,
+        live=live,
     )
     name = f"qat(bits={bits!r})"
+    # static symmetric min-max scales use the same (export-recoverable) numbers as live ones
+    recoverable_qmax = (
+        _grid.qrange(static_bits, symmetric=True, narrow_range=bool(narrow_range))[1]
+        if kind == "grid" and symmetric and static_bits is not None
+        else None
+    )
     use_ema = calibration == "ema"
 
     def bits_at(count):
@@ -311,7 +391,13 @@ def qat(
             )
         else:
             s, z, t = _fake_quant.minmax_params(
-                xg, axes, kind=kind, symmetric=symmetric, qmin=qmin, qmax=qmax
+                xg,
+                axes,
+                kind=kind,
+                symmetric=symmetric,
+                qmin=qmin,
+                qmax=qmax,
+                recoverable=recoverable_qmax,
             )
         if not use_ema:
             return s, z, t, None, None
@@ -325,6 +411,8 @@ def qat(
     def from_ema_range(lo, hi, b):
         qmin, qmax = spec.bounds(b)
         if symmetric:
+            if recoverable_qmax is not None:
+                return _fake_quant.symmetric_scale(hi, recoverable_qmax), None
             return _fake_quant.safe_scale(hi / qmax), None
         s, z, _ = _fake_quant.range_params(lo, hi, qmin=qmin, qmax=qmax)
         return s, z
@@ -368,6 +456,8 @@ def qat(
                 cols["lsq"].append(s)
                 cols["zp"].append(z)
                 continue
+            if live:
+                continue  # scales are computed by ``apply``
             s, z, t, lo, hi = calibrate(path, w, b)
             lo = None if lo is None else _fake_quant.finite_or(lo, 0.0)
             hi = None if hi is None else _fake_quant.finite_or(hi, 0.0)
@@ -383,7 +473,7 @@ def qat(
             # one array per leaf (never the same buffer twice: ``update`` passes static bits
             # through, and a donated state may not hold one buffer in two leaves)
             bits=unflat(treedef, [jnp.array(b) for _ in range(n)]),
-            scale=tree_or_none("scale", not learn_scale),
+            scale=tree_or_none("scale", not (learn_scale or live)),
             zero_point=tree_or_none("zp", not symmetric),
             threshold=tree_or_none("thr", kind == "ternary"),
             range_min=tree_or_none("rmin", use_ema and not symmetric),
@@ -395,6 +485,18 @@ def qat(
     def quantize_leaf(path, w, b, s, z, t):
         lay = spec.layout(w.shape, path)
         xg = lay.to_grouped(w.astype(jnp.float32))
+        if live:
+            # every weight is inside the range s * qmax: the clipped STE is the identity
+            s = live_scale_of(spec, xg, lay)
+            rec = _LIVE_SCALES.get()
+            if rec is not None:
+                rec[path] = s
+            qmin, qmax = spec.bounds(b)
+            if spec.narrow_range:
+                out = _fake_quant.fq_symmetric(xg, s, qmax, "identity")
+            else:
+                out = _fake_quant.fq_grid(xg, s, None, qmin, qmax, "identity")
+            return lay.from_grouped(out).astype(w.dtype)
         if learn_scale:
             s = jnp.maximum(s.astype(jnp.float32), _LSQ_EPS)
         else:
@@ -460,6 +562,8 @@ def qat(
             new_state = state._replace(count=count)
         else:
             new_state = state._replace(count=count, bits=unflat(treedef, [new_b] * n))
+        if live:
+            return params, new_state  # scales are computed by ``apply``
         if learn_scale:
             if schedule is None or spec.kind == "sign":
                 return params, new_state

@@ -27,7 +27,7 @@ def _levels(view, col=0):
     ],
 )
 def test_granularity_scale_shapes(kwargs, scale_shape):
-    comp = jc.quant.qat(bits=4, **kwargs)
+    comp = jc.quant.qat(bits=4, live_scale=False, **kwargs)
     state = comp.init(P)
     assert state.scale["Dense_0"]["kernel"].shape == scale_shape
     assert state.scale["Dense_0"]["bias"].shape == (1,)  # rank-1 leaves: one scale
@@ -42,7 +42,7 @@ def test_group_size_that_does_not_divide_names_the_leaf():
 
 
 def test_group_scales_are_per_group_per_channel():
-    comp = jc.quant.qat(bits=4, group_size=4)
+    comp = jc.quant.qat(bits=4, group_size=4, live_scale=False)
     s = comp.init({"w": W}).scale["w"]
     want = jnp.max(jnp.abs(W.reshape(4, 4, 8)), axis=1, keepdims=True) / 7
     np.testing.assert_allclose(np.asarray(s), np.asarray(want), rtol=1e-6)
@@ -55,7 +55,9 @@ def test_non_finite_weights_raise_at_init_naming_the_leaf():
 
 
 @pytest.mark.parametrize("bad_value", [jnp.inf, jnp.nan])
-@pytest.mark.parametrize("kwargs", [{}, {"symmetric": False}, {"calibration": "ema"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"live_scale": False}, {"symmetric": False}, {"calibration": "ema"}]
+)
 def test_non_finite_weight_inside_jit_stays_in_its_channel(kwargs, bad_value):
     comp = jc.quant.qat(bits=8, **kwargs)
     state = comp.init({"w": W})
@@ -181,13 +183,15 @@ def test_summary_shows_true_bits_and_bytes():
     assert qp["Dense_1"]["kernel"].nbytes == rows["Dense_1/kernel"].logical_bytes
 
 
-def test_apply_is_elementwise_only():
-    """The training forward reads the state's scales: no reduction over the weights."""
-    comp = jc.quant.qat(bits=8)
-    state = comp.init({"w": W})
-    jaxpr = jax.make_jaxpr(comp.apply)({"w": W}, state)
-    prims = {e.primitive.name for e in jaxpr.jaxpr.eqns}
-    assert not prims & {"reduce_max", "reduce_min", "reduce_sum", "argmax"}
+def test_apply_reduces_only_for_live_scales():
+    """Stored scales: the forward is elementwise. Live: one max per leaf, nothing else."""
+    for live, want in ((False, set()), (True, {"reduce_max"})):
+        comp = jc.quant.qat(bits=8, live_scale=live)
+        state = comp.init({"w": W})
+        jaxpr = jax.make_jaxpr(comp.apply)({"w": W}, state)
+        prims = [e.primitive.name for e in jaxpr.jaxpr.eqns]
+        reductions = [p for p in prims if p in {"reduce_max", "reduce_min", "reduce_sum", "argmax"}]
+        assert set(reductions) == want and len(reductions) == len(want)
 
 
 def test_donated_train_steps_keep_static_bits():
