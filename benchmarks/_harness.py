@@ -41,7 +41,8 @@ def time_interleaved(
     rotated every round so no variant always runs first.
 
     Returns:
-      ``{name: {"median_s", "p10_s", "p90_s", "rounds"}}`` (seconds per call).
+      ``{name: {"median_s", "p10_s", "p90_s", "rounds", "samples_s"}}`` (seconds per call;
+      ``samples_s``: one per round, in round order, for :func:`paired_ratios`).
     """
     names = list(variants)
     for _ in range(warmup):
@@ -64,8 +65,23 @@ def time_interleaved(
             "p10_s": q[0],
             "p90_s": q[-1],
             "rounds": len(s),
+            "samples_s": list(s),
         }
     return out
+
+
+def paired_ratios(timings: Mapping[str, Mapping[str, Any]], baseline: str) -> dict[str, float]:
+    """Median over rounds of ``variant / baseline`` timed in the *same* round.
+
+    Each round runs every variant back to back, so a slow spell of a shared machine hits a
+    round's numerator and denominator alike; the per-round ratio cancels it, where the ratio
+    of two medians does not.
+    """
+    base = timings[baseline]["samples_s"]
+    return {
+        n: statistics.median(a / b for a, b in zip(t["samples_s"], base, strict=True))
+        for n, t in timings.items()
+    }
 
 
 def ratios(timings: Mapping[str, Mapping[str, float]], baseline: str) -> dict[str, float]:

@@ -181,10 +181,10 @@ def qat(
     holds no scale (``state.scale`` is None). This is the same quantization as refreshing a
     stored scale after every step, without a second pass over the new params in ``update``;
     and since every weight then lies inside its range, the clipped estimator is the identity
-    (no mask is computed). :func:`~jaxcompress.quant.quantize` reads the scales back from the
-    weights (exactly, from the stored params or the forward view); a method chained *after*
-    ``qat`` that rewrites its output would change them, so ``quantize`` checks the view when
-    given the compressor. ``live_scale=False`` keeps stored, ``update``-refreshed scales.
+    (no mask is computed). :func:`~jaxcompress.quant.quantize` takes the scales from the
+    forward when given the compressor, else recomputes them from the weights it is given
+    (exactly, from the stored params or a float32 forward view). ``live_scale=False`` keeps
+    stored, ``update``-refreshed scales.
 
     Granularity (``granularity=None`` infers it: ``"group"`` if ``group_size`` is set,
     ``"tensor"`` if ``channel_axis`` is None, else ``"channel"``):
