@@ -57,17 +57,19 @@ def time_interleaved(
             for _ in range(inner):
                 fn()
             samples[n].append((time.perf_counter() - t0) / inner)
-    out = {}
-    for n, s in samples.items():
-        q = statistics.quantiles(s, n=10) if len(s) >= 2 else [s[0]] * 9
-        out[n] = {
-            "median_s": statistics.median(s),
-            "p10_s": q[0],
-            "p90_s": q[-1],
-            "rounds": len(s),
-            "samples_s": list(s),
-        }
-    return out
+    return {n: summarize(s) for n, s in samples.items()}
+
+
+def summarize(samples: list[float]) -> dict[str, Any]:
+    """``{"median_s", "p10_s", "p90_s", "rounds", "samples_s"}`` of per-round seconds."""
+    q = statistics.quantiles(samples, n=10) if len(samples) >= 2 else [samples[0]] * 9
+    return {
+        "median_s": statistics.median(samples),
+        "p10_s": q[0],
+        "p90_s": q[-1],
+        "rounds": len(samples),
+        "samples_s": list(samples),
+    }
 
 
 def paired_ratios(timings: Mapping[str, Mapping[str, Any]], baseline: str) -> dict[str, float]:

@@ -95,11 +95,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few rounds (smoke test)")
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--sessions", type=int, default=None, help="timing sessions (default 3)")
     ap.add_argument("--tag", default="", help="suffix of the result files (another machine)")
     ap.add_argument("--no-donate", action="store_true", help="steps do not donate their state")
     ap.add_argument("--note", default="", help="sentence on the machine / load for the report")
     args = ap.parse_args(argv)
     rounds = args.rounds or (4 if args.quick else 80)
+    sessions = args.sessions or (1 if args.quick else 3)
     donate = not args.no_donate
     inner = 2 if args.quick else 5
 
@@ -117,46 +119,59 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     )
     q8 = _kernels(jc.quant.qat(bits=8))
-    setups = {
-        "float": ours_step(model, params, jc.identity(), None, x, y, donate),
-        "int8": ours_step(model, params, q8, None, x, y, donate),
-        "int8_stored": ours_step(
-            model, params, _kernels(jc.quant.qat(bits=8, live_scale=False)), None, x, y, donate
-        ),
-        "int4_group": ours_step(model, params, int4_group, None, x, y, donate),
-        "w8a8": ours_step(model, params, q8, 8, x, y, donate),
-    }
     try:
         import qwix  # noqa: F401
 
-        setups["qwix_int8"] = qwix_step(model, x, y, None, donate)
-        setups["qwix_w8a8"] = qwix_step(model, x, y, "int8", donate)
         qwix_note = "qwix " + __import__("qwix").__version__
     except ImportError:
         qwix_note = "qwix not installed"
 
-    states = {k: s for k, (s, _) in setups.items()}
-    cpu: dict[str, list[float]] = {k: [] for k in setups}
+    def session():
+        """Fresh states (fresh buffers) for every variant, timed in interleaved rounds."""
+        setups = {
+            "float": ours_step(model, params, jc.identity(), None, x, y, donate),
+            "int8": ours_step(model, params, q8, None, x, y, donate),
+            "int8_stored": ours_step(
+                model, params, _kernels(jc.quant.qat(bits=8, live_scale=False)), None, x, y, donate
+            ),
+            "int4_group": ours_step(model, params, int4_group, None, x, y, donate),
+            "w8a8": ours_step(model, params, q8, 8, x, y, donate),
+        }
+        if qwix_note != "qwix not installed":
+            setups["qwix_int8"] = qwix_step(model, x, y, None, donate)
+            setups["qwix_w8a8"] = qwix_step(model, x, y, "int8", donate)
+        states = {k: s for k, (s, _) in setups.items()}
+        cpu: dict[str, list[float]] = {k: [] for k in setups}
 
-    def make(name):
-        step = setups[name][1]
+        def make(name):
+            step = setups[name][1]
 
-        def run():
-            t0 = time.process_time()
-            states[name] = step(states[name], x, y)
-            jax.block_until_ready(states[name].params)
-            cpu[name].append(time.process_time() - t0)
+            def run():
+                t0 = time.process_time()
+                states[name] = step(states[name], x, y)
+                jax.block_until_ready(states[name].params)
+                cpu[name].append(time.process_time() - t0)
 
-        return run
+            return run
 
-    timings = _harness.time_interleaved(
-        {k: make(k) for k in setups}, rounds=rounds, warmup=3, inner=inner
-    )
+        t = _harness.time_interleaved(
+            {k: make(k) for k in setups}, rounds=rounds, warmup=3, inner=inner
+        )
+        return t, {k: v[3:] or v for k, v in cpu.items()}  # skip warm-up
+
+    runs = [session() for _ in range(sessions)]
+    # Per-session paired ratios; the reported figure is their median over sessions (each
+    # session allocates new buffers, so one unlucky memory placement cannot set the result).
+    per_session = [_harness.paired_ratios(t, "float") for t, _ in runs]
+    names = list(runs[0][0])
+    paired = {n: statistics.median(p[n] for p in per_session) for n in names}
+    timings = {
+        n: _harness.summarize([v for t, _ in runs for v in t[n]["samples_s"]]) for n in names
+    }
     ratios = _harness.ratios(timings, "float")
-    paired = _harness.paired_ratios(timings, "float")
     # CPU time of the process per step (all its threads): far less sensitive than wall time
     # to the other jobs sharing the machine; measured inside the same interleaved rounds.
-    cpu_med = {k: statistics.median(v[3:] or v) for k, v in cpu.items()}  # skip warm-up
+    cpu_med = {n: statistics.median([v for _, c in runs for v in c[n]]) for n in names}
     cpu_ratios = {k: v / cpu_med["float"] for k, v in cpu_med.items()}
     rows = []
     for name, t in timings.items():
@@ -167,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
             "wall_p90_ms": t["p90_s"] * 1e3,
             "wall_ratio": ratios[name],
             "paired_ratio": paired[name],
+            "paired_min": min(p[name] for p in per_session),
+            "paired_max": max(p[name] for p in per_session),
             "cpu_median_ms": cpu_med[name] * 1e3,
             "cpu_ratio": cpu_ratios[name],
             "target": TARGETS.get(name, ""),
@@ -178,18 +195,23 @@ def main(argv: list[str] | None = None) -> dict:
             vs_qwix[f"{ours}_vs_{theirs}_wall"] = (
                 timings[ours]["median_s"] / timings[theirs]["median_s"]
             )
-            vs_qwix[f"{ours}_vs_{theirs}_paired"] = _harness.paired_ratios(timings, theirs)[ours]
+            vs_qwix[f"{ours}_vs_{theirs}_paired"] = statistics.median(
+                _harness.paired_ratios(t, theirs)[ours] for t, _ in runs
+            )
             vs_qwix[f"{ours}_vs_{theirs}_cpu"] = cpu_med[ours] / cpu_med[theirs]
     md = [
         "# Quantization step-time overhead",
         "",
-        f"MLP 784-512-512-10, batch {BATCH}, adam; jitted train step; {rounds} interleaved "
-        f"rounds of {inner} steps, medians; steps {'donate' if donate else 'do not donate'} "
+        f"MLP 784-512-512-10, batch {BATCH}, adam; jitted train step; {sessions} session(s) "
+        f"of {rounds} interleaved rounds of {inner} steps, each session with fresh states; "
+        f"steps {'donate' if donate else 'do not donate'} "
         f"their state. Backend {jax.default_backend()}, {len(jax.devices())} device(s), "
         f"jax {jax.__version__}; {qwix_note}. {args.note or _LOAD_NOTE} The CPU-time columns "
         "(process CPU seconds per step, all threads, same rounds) are steadier on a shared "
-        "machine. `paired_ratio`: median over rounds of the variant's time over the float "
-        "step's in the same round (a slow spell hits both), the figure the targets apply to.",
+        "machine. `paired_ratio`: in each session the median over rounds of the variant's "
+        "time over the float step's in the same round (a slow spell hits both); the median "
+        "over sessions (`paired_min` / `paired_max`: their range) is the figure the targets "
+        "apply to.",
         "",
         _harness.markdown_table(rows),
         "",
@@ -201,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
             _harness.markdown_table([{k: v for k, v in vs_qwix.items()}]),
         ]
     data = {
+        "sessions": sessions,
+        "paired_per_session": per_session,
         "timings": timings,
         "ratios": ratios,
         "paired_ratios": paired,

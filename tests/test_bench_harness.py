@@ -1,0 +1,34 @@
+"""The benchmark harness: interleaved timing records per-round samples; paired ratios."""
+
+import pytest
+
+from benchmarks import _harness
+
+
+def test_paired_ratios_cancel_a_slow_spell_that_hits_both_variants():
+    # the machine is 3x slower in the middle rounds; the variant is always 10% slower
+    base = [1.0, 1.0, 3.0, 3.0, 3.0, 1.0, 1.0]
+    timings = {
+        "float": _harness.summarize(base),
+        "quant": _harness.summarize([1.1 * b for b in base]),
+    }
+    paired = _harness.paired_ratios(timings, "float")
+    assert paired["float"] == 1.0
+    assert paired["quant"] == pytest.approx(1.1)
+    # the ratio of medians is fooled when the spell hits the variants' rounds unevenly
+    skewed = {
+        "float": _harness.summarize(base),
+        "quant": _harness.summarize([1.1 * b for b in [1.0, 3.0, 3.0, 3.0, 3.0, 1.0, 1.0]]),
+    }
+    assert _harness.ratios(skewed, "float")["quant"] == pytest.approx(3.3)
+    assert _harness.paired_ratios(skewed, "float")["quant"] == pytest.approx(1.1)
+
+
+def test_time_interleaved_keeps_one_sample_per_round_in_order():
+    calls = []
+    t = _harness.time_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=5, warmup=1
+    )
+    assert t["a"]["rounds"] == 5 and len(t["a"]["samples_s"]) == 5
+    assert calls[:2] == ["a", "b"] and calls.count("a") == calls.count("b") == 6
+    assert t["a"]["p10_s"] <= t["a"]["median_s"] <= t["a"]["p90_s"]
