@@ -225,7 +225,10 @@ def main(argv: list[str] | None = None) -> dict:
     data = {
         "sessions": sessions,
         "paired_per_session": per_session,
-        "timings": timings,
+        # summary statistics only (no per-round samples); per-session paired ratios are above
+        "timings": {
+            n: {k: v for k, v in t.items() if k != "samples_s"} for n, t in timings.items()
+        },
         "ratios": ratios,
         "paired_ratios": paired,
         "cpu_median_s": cpu_med,
