@@ -62,6 +62,25 @@ def compressed_step(state, x, y):
     return state.apply_gradients(grads=jax.grad(loss_fn)(state.trainables))
 
 
+def quant_step(act_bits: int | None) -> Callable:
+    """:func:`compressed_step`, with the forward under ``jc.flax.quantize_activations(act_bits)``.
+
+    ``act_bits`` None (or 0): weights only, i.e. :func:`compressed_step` itself.
+    """
+    if not act_bits:
+        return compressed_step
+
+    def step(state, x, y):
+        def loss_fn(v):
+            with jc.flax.quantize_activations(act_bits):
+                logits = state.apply_fn({"params": state.compress(v)}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        return state.apply_gradients(grads=jax.grad(loss_fn)(state.trainables))
+
+    return step
+
+
 def random_batch(seed: int = 0, in_dim: int = 784, batch: int = BATCH):
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.random((batch, in_dim), np.float32))

@@ -14,7 +14,6 @@ Run: ``PYTHONPATH=. python benchmarks/quant_accuracy.py [--quick]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 import jaxcompress as jc
-from benchmarks import _harness
+from benchmarks import _harness, _models
 
 FEATURES = (512, 512, 10)
 BATCH = 128
@@ -61,17 +60,7 @@ def train(name, comp, act_bits, ds, *, epochs, lr, seed=0):
         apply_fn=model.apply, params=params, tx=optax.adam(sched), compressor=comp
     )
 
-    def ctx():
-        return jc.flax.quantize_activations(act_bits) if act_bits else contextlib.nullcontext()
-
-    @jax.jit
-    def step(state, x, y):
-        def loss_fn(v):
-            with ctx():
-                logits = state.apply_fn({"params": state.compress(v)}, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        return state.apply_gradients(grads=jax.grad(loss_fn)(state.trainables))
+    step = jax.jit(_models.quant_step(act_bits))
 
     t0 = time.perf_counter()
     for xb, yb in jc.workloads.batches(ds.x_train, ds.y_train, BATCH, seed=seed, epochs=epochs):
@@ -94,7 +83,9 @@ def train(name, comp, act_bits, ds, *, epochs, lr, seed=0):
 
     @jax.jit
     def predict(p, x):
-        with ctx():
+        if not act_bits:
+            return jnp.argmax(model.apply({"params": p}, x), -1)
+        with jc.flax.quantize_activations(act_bits):
             return jnp.argmax(model.apply({"params": p}, x), -1)
 
     correct = 0

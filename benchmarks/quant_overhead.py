@@ -19,7 +19,6 @@ Run: ``PYTHONPATH=. python benchmarks/quant_overhead.py [--quick]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ import optax
 from flax.training import train_state
 
 import jaxcompress as jc
-from benchmarks import _harness
+from benchmarks import _harness, _models
 
 BATCH = 256
 FEATURES = (512, 512, 10)
@@ -55,20 +54,7 @@ def ours_step(model, params, comp, act_bits, x, y, donate=True):
         compressor=comp,
     )
 
-    def ctx():
-        if act_bits is None:
-            return contextlib.nullcontext()
-        return jc.flax.quantize_activations(act_bits)
-
-    def step(state, x, y):
-        def loss_fn(v):
-            with ctx():
-                logits = state.apply_fn({"params": state.compress(v)}, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        return state.apply_gradients(grads=jax.grad(loss_fn)(state.trainables))
-
-    return state, _jit(step, donate)
+    return state, _jit(_models.quant_step(act_bits), donate)
 
 
 def qwix_step(model, x, y, act_qtype, donate=True):
@@ -120,11 +106,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     q8 = _kernels(jc.quant.qat(bits=8))
     try:
-        import qwix  # noqa: F401
+        import qwix
 
-        qwix_note = "qwix " + __import__("qwix").__version__
+        has_qwix, qwix_note = True, f"qwix {qwix.__version__}"
     except ImportError:
-        qwix_note = "qwix not installed"
+        has_qwix, qwix_note = False, "qwix not installed"
 
     def session():
         """Fresh states (fresh buffers) for every variant, timed in interleaved rounds."""
@@ -137,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
             "int4_group": ours_step(model, params, int4_group, None, x, y, donate),
             "w8a8": ours_step(model, params, q8, 8, x, y, donate),
         }
-        if qwix_note != "qwix not installed":
+        if has_qwix:
             setups["qwix_int8"] = qwix_step(model, x, y, None, donate)
             setups["qwix_w8a8"] = qwix_step(model, x, y, "int8", donate)
         states = {k: s for k, (s, _) in setups.items()}

@@ -252,9 +252,16 @@ def safe_scale(s: jax.Array) -> jax.Array:
 
 
 def round_scale_mantissa(s: jax.Array, drop: int) -> jax.Array:
-    """``s`` (float32) rounded to ``24 - drop`` significant bits (non-finite stays non-finite)."""
-    if drop == 0:
-        return s.astype(jnp.float32)
+    """``s`` (float32) rounded to ``24 - drop`` significant bits, ``drop >= 1``.
+
+    Round half up on the bit pattern; a non-finite ``s`` stays non-finite (or becomes -0 for
+    a NaN payload that carries over), which :func:`safe_scale` then replaces.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float(round_scale_mantissa(jnp.float32(1.0 + 2**-20), 7))  # 17 bits: 1 + 2**-20 -> 1
+      1.0
+    """
     u = lax.bitcast_convert_type(s.astype(jnp.float32), jnp.uint32)
     half = jnp.uint32(1 << (drop - 1))
     keep = jnp.uint32((0xFFFFFFFF >> drop) << drop)

@@ -175,21 +175,20 @@ def test_resume_after_ctrl_c_reaches_the_same_params(ref_run, tmp_path, monkeypa
 def test_sweep(tmp_path):
     d = tmp_path / "sweep"
     # the points also distill from the float baseline (logit matching, an optax loss)
-    rc, out, err = _main(
-        [
-            "sweep",
-            QUICKSTART,
-            *TINY,
-            "--config.output.plots=false",
-            "--config.distill.loss=optax.losses.squared_error",
-            "--grid",
-            "compress.bits=4,8",
-            "--max-drop",
-            "100",
-            "--out",
-            str(d),
-        ]
-    )
+    args = [
+        "sweep",
+        QUICKSTART,
+        *TINY,
+        "--config.output.plots=false",
+        "--config.distill.loss=optax.losses.squared_error",
+        "--grid",
+        "compress.bits=4,8",
+        "--max-drop",
+        "100",
+        "--out",
+        str(d),
+    ]
+    rc, out, err = _main(args)
     assert rc == 0, err
     res = json.loads((d / "sweep.json").read_text())
     assert [r["values"] for r in res["rows"]] == [{"compress.bits": 4}, {"compress.bits": 8}]
@@ -208,22 +207,7 @@ def test_sweep(tmp_path):
         assert r["file_bytes"] == (d / r["run_dir"] / "artifact" / "params.jca").stat().st_size
     assert "| file bytes |" in (d / "sweep.md").read_text()
     # --resume of a finished sweep re-reads every point: nothing is trained again
-    rc, out2, err = _main(
-        [
-            "sweep",
-            QUICKSTART,
-            *TINY,
-            "--config.output.plots=false",
-            "--config.distill.loss=optax.losses.squared_error",
-            "--grid",
-            "compress.bits=4,8",
-            "--max-drop",
-            "100",
-            "--out",
-            str(d),
-            "--resume",
-        ]
-    )
+    rc, out2, err = _main([*args, "--resume"])
     assert rc == 0, err
     again = json.loads((d / "sweep.json").read_text())
     assert again["rows"] == res["rows"] and again["best"] == res["best"]
