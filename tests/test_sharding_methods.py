@@ -335,3 +335,43 @@ def test_collectives_parser():
         "  %add = f32[8]{0} add(f32[8]{0} %x, f32[8]{0} %y)\n"
     )
     assert collectives(hlo) == [("all-gather", 128 * 256), ("all-reduce", 3), ("all-gather", 16)]
+
+
+def _w8a8_step(residuals):
+    def step(state, x, y):
+        def loss_fn(v):
+            with jc.flax.quantize_activations(8, residuals=residuals):
+                logits = state.apply_fn({"params": state.compress(v)}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        return state.apply_gradients(grads=jax.grad(loss_fn)(state.trainables))
+
+    return jax.jit(step)
+
+
+@pytest.mark.parametrize("residuals", ["original", "quantized"])
+def test_w8a8_mesh_train_step_matches_one_device(residuals, mesh, data):
+    # w8a8 with dynamic per-token scales (a reduction over the features of activations the
+    # compiler lays out over the mesh): the sharded step gives the single-device params
+    x, y, params, _ = data
+    comp = _kernels(jc.quant.qat(8))
+    step = _w8a8_step(residuals)
+
+    def run(params, x, y):
+        state = jc.flax.TrainState.create(
+            apply_fn=STUDENT.apply, params=params, tx=optax.sgd(0.1), compressor=comp
+        )
+        for _ in range(STEPS):
+            state = step(state, x, y)
+        return state
+
+    ref = run(params, x, y)
+    out = run(
+        jax.device_put(params, _named(mesh, SPECS)),
+        jax.device_put(x, NamedSharding(mesh, P("data"))),
+        jax.device_put(y, NamedSharding(mesh, P("data"))),
+    )
+    for (path, a), (_, b) in zip(_leaves(out.params), _leaves(ref.params), strict=True):
+        _assert_close("params" + path, a, b)
+    for (path, a), s in zip(_leaves(out.params), jax.tree.leaves(_named(mesh, SPECS)), strict=True):
+        assert a.sharding.is_equivalent_to(s, a.ndim), (path, a.sharding)

@@ -24,7 +24,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from jaxcompress.quant import _calibration, _fake_quant, _grid, _intmm
 from jaxcompress.quant._export import QArray
@@ -65,6 +64,34 @@ def _int_dense(module: nn.Dense, x: jax.Array, kernel: Any, *, bits, per_token, 
     return y.astype(dtype)
 
 
+def _plain_dense(module: nn.Dense, kernel: Any) -> bool:
+    """A Dense whose matmul the interceptor may compute itself (params present, no hook)."""
+    return (
+        kernel is not None
+        and getattr(module, "dot_general", None) is None
+        and getattr(module, "dot_general_cls", None) is None
+    )
+
+
+def _fq_dense(module: nn.Dense, x: jax.Array, kernel: jax.Array, *, bits, per_token, absmax, ste):
+    """``nn.Dense.__call__`` with its input fake-quantized (original-operand backward)."""
+    bias = module.get_variable("params", "bias") if module.use_bias else None
+    x, kernel, bias = module.promote_dtype(x, kernel, bias, dtype=module.dtype)
+    y = _intmm.fake_quant_lhs_dot(
+        x,
+        kernel,
+        (((x.ndim - 1,), (0,)), ((), ())),
+        bits=bits,
+        per_token=per_token,
+        absmax=absmax,
+        ste=ste,
+        precision=module.precision,
+    )
+    if bias is not None:
+        y += jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+    return y
+
+
 @contextlib.contextmanager
 def quantize_activations(
     bits: int = 8,
@@ -75,6 +102,7 @@ def quantize_activations(
     modules: Sequence[type[nn.Module]] = _DEFAULT_MODULES,
     exclude: str | None = None,
     ste: str = "clipped",
+    residuals: str = "original",
 ) -> Iterator[None]:
     """Quantizes the input activations of linen layers inside ``model.apply`` (context manager).
 
@@ -86,7 +114,13 @@ def quantize_activations(
     The input of every intercepted layer is fake-quantized on a symmetric grid with a
     straight-through gradient: *dynamic* (one scale per token, ``max|x|`` over the features,
     every call) unless ``ranges`` gives a *static* calibrated range per layer path
-    (:func:`calibrate_activations`). Integer inference: with ``int_matmul=True``, or when a
+    (:func:`calibrate_activations`). The backward of a ``Dense`` forms the kernel gradient
+    from the original activations (``residuals="original"``, the default, as Qwix's and AQT's
+    QAT do; the fake-quantized activations are not kept for the backward, the faster choice)
+    or from the fake-quantized ones (``"quantized"``: plain autodiff of the fake-quantized
+    forward, what other module types and ``Dense`` layers with their own ``dot_general``
+    always get); see :func:`jaxcompress.quant.fake_quant_lhs_dot`. Integer inference: with
+    ``int_matmul=True``, or when a
     ``Dense`` kernel in the variables is an exported :class:`~jaxcompress.quant.QArray`
     (``jc.quant.quantize``), the ``Dense`` computes ``int8 x int8 -> int32`` with
     ``lax.dot_general`` and rescales once (no gradient: inference only).
@@ -102,6 +136,8 @@ def quantize_activations(
         argument of ``__call__``); ``Dense`` by default.
       exclude: a regex of layer paths (``re.fullmatch``, e.g. ``"Dense_2"``) left in float.
       ste: ``"clipped"`` or ``"identity"``.
+      residuals: ``"original"`` or ``"quantized"``: the activations the kernel gradient of
+        a ``Dense`` is formed with.
 
     Yields:
       Nothing; the interception is active inside the ``with`` block.
@@ -126,6 +162,10 @@ def quantize_activations(
     _check_act_bits(bits, "quantize_activations")
     if ste not in _grid.STES:
         raise ValueError(f"quantize_activations: ste must be one of {_grid.STES}, got {ste!r}")
+    if residuals not in _intmm.RESIDUALS:
+        raise ValueError(
+            f"quantize_activations: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
+        )
     modules = tuple(modules)
     if not modules or not all(isinstance(m, type) and issubclass(m, nn.Module) for m in modules):
         raise ValueError(
@@ -154,6 +194,10 @@ def quantize_activations(
             kernel = module.get_variable("params", "kernel")
             if int_matmul or isinstance(kernel, QArray):
                 return _int_dense(module, x, kernel, bits=bits, per_token=per_token, absmax=absmax)
+            if residuals == "original" and _plain_dense(module, kernel):
+                return _fq_dense(
+                    module, x, kernel, bits=bits, per_token=per_token, absmax=absmax, ste=ste
+                )
         xq = _intmm.fake_quant_activation(x, bits, per_token=per_token, absmax=absmax, ste=ste)
         return next_fun(xq, *args[1:], **kwargs)
 
@@ -278,6 +322,7 @@ def quantized_dot_general(
     absmax: jax.typing.ArrayLike | None = None,
     int_matmul: bool = False,
     ste: str = "clipped",
+    residuals: str = "original",
 ) -> Callable[..., jax.Array]:
     """A ``lax.dot_general`` replacement that quantizes the activations (NNX injection point).
 
@@ -287,6 +332,9 @@ def quantized_dot_general(
     (the kernel) is whatever the layer holds: quantize the weights with ``jc.quant.qat`` on
     the ``nnx.split`` params. With ``int_matmul=True`` both operands become int8 (the kernel
     per output channel, on the fly) and ``lax.dot_general`` accumulates in int32 (inference).
+    The backward forms the kernel gradient from the original activations
+    (``residuals="original"``, the default) or the fake-quantized ones (``"quantized"``); see
+    :func:`jaxcompress.quant.fake_quant_lhs_dot`.
 
     Args:
       bits: activation bit width, 2..8.
@@ -294,6 +342,7 @@ def quantized_dot_general(
       absmax: a static calibrated activation range (scalar).
       int_matmul: real int8 x int8 -> int32 matmul (no gradient).
       ste: ``"clipped"`` or ``"identity"``.
+      residuals: ``"original"`` or ``"quantized"`` (the activations of the kernel gradient).
 
     Returns:
       ``fn(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None)``.
@@ -314,32 +363,30 @@ def quantized_dot_general(
     _check_act_bits(bits, "quantized_dot_general")
     if ste not in _grid.STES:
         raise ValueError(f"quantized_dot_general: ste must be one of {_grid.STES}, got {ste!r}")
+    if residuals not in _intmm.RESIDUALS:
+        raise ValueError(
+            f"quantized_dot_general: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
+        )
     qmax = float(2 ** (bits - 1) - 1)
-
-    def lhs_scale(lhs, contract):
-        if absmax is not None:
-            s = jnp.reshape(jnp.asarray(absmax, jnp.float32), (1,) * lhs.ndim) / qmax
-            return _fake_quant.safe_scale(s)
-        a = jnp.abs(lax.stop_gradient(lhs).astype(jnp.float32))
-        axes = tuple(contract) if per_token else tuple(range(lhs.ndim))
-        return _fake_quant.safe_scale(jnp.max(a, axis=axes, keepdims=True) / qmax)
 
     def fn(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
         (lc, rc), (lb, rb) = dimension_numbers
-        sx = lhs_scale(lhs, lc)
-        lo, hi = jnp.float32(-qmax), jnp.float32(qmax)
         if not int_matmul:
-            # dynamic scales never clip (see jc.quant.fake_quant_activation): identity is exact
-            kind = ste if absmax is not None else "identity"
-            xq = _fake_quant.fq_grid(lhs.astype(jnp.float32), sx, None, lo, hi, kind)
-            return lax.dot_general(
-                xq.astype(lhs.dtype),
+            return _intmm.fake_quant_lhs_dot(
+                lhs,
                 rhs,
                 dimension_numbers,
+                bits=bits,
+                per_token=per_token,
+                absmax=absmax,
+                ste=ste,
+                residuals=residuals,
                 precision=precision,
                 preferred_element_type=preferred_element_type,
                 **kw,
             )
+        sx = _intmm.lhs_scale(lhs, lc, bits, per_token=per_token, absmax=absmax)
+        lo, hi = jnp.float32(-qmax), jnp.float32(qmax)
         if lb or rb:
             raise ValueError("quantized_dot_general: int_matmul does not support batch dims")
         qx = jnp.clip(_fake_quant.grid_levels(lhs.astype(jnp.float32), sx, None), lo, hi)

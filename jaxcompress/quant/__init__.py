@@ -12,7 +12,9 @@ from jaxcompress.quant._grid import qrange
 from jaxcompress.quant._intmm import (
     activation_scale,
     fake_quant_activation,
+    fake_quant_lhs_dot,
     int8_dot_general,
+    lhs_scale,
     qdot,
     quantize_activation,
 )
@@ -28,10 +30,12 @@ __all__ = [
     "dequantize",
     "fake_quant",
     "fake_quant_activation",
+    "fake_quant_lhs_dot",
     "fake_quant_symmetric",
     "int8_dot_general",
     "is_qarray",
     "kth_largest",
+    "lhs_scale",
     "load",
     "pack",
     "ptq",

@@ -9,6 +9,10 @@ numbers as fake-quantized activations times fake-quantized weights, to float rou
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -100,6 +104,163 @@ def fake_quant_activation(
         x.astype(jnp.float32), s, None, jnp.float32(-qmax), jnp.float32(qmax), ste
     )
     return out.astype(x.dtype)
+
+
+RESIDUALS = ("original", "quantized")
+
+
+def fake_quant_lhs_dot(
+    x: jax.Array,
+    k: jax.Array,
+    dimension_numbers: lax.DotDimensionNumbers,
+    *,
+    bits: int = 8,
+    per_token: bool = True,
+    absmax: jax.typing.ArrayLike | None = None,
+    ste: str = "clipped",
+    residuals: str = "original",
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
+    **dot_kwargs: Any,
+) -> jax.Array:
+    """``lax.dot_general(fake_quant_activation(x), k, ...)`` with a choice of backward operands.
+
+    The forward is the same for both ``residuals``. The backward differs in the operand the
+    gradient of ``k`` is formed with:
+
+    * ``"quantized"``: plain autodiff through the fake-quantized input,
+      ``dk = fake_quant(x)^T g``; the quantized activations are kept for the backward.
+    * ``"original"``: ``dk = x^T g`` from the original activations (the straight-through
+      estimator applied to the whole quantized matmul, as Qwix's and AQT's QAT do by
+      default). The fake-quantized activations die right after the forward matmul, which
+      saves a pass and their memory: the faster choice, and the default.
+
+    ``dx = g k^T`` (masked outside a static range with the clipped STE) in both cases.
+
+    Args:
+      x: activations, the left operand (quantized with one scale per token, reduced over
+        its contracting axes, or per tensor, or from a static ``absmax``).
+      k: the right operand (weights), used as it is.
+      dimension_numbers: of ``lax.dot_general``.
+      bits, per_token, absmax, ste: as :func:`fake_quant_activation`.
+      residuals: ``"original"`` or ``"quantized"``.
+      precision, preferred_element_type, **dot_kwargs: passed to ``lax.dot_general``.
+
+    Returns:
+      The ``dot_general`` result.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> x, k = jnp.array([[0.3, -1.0]]), jnp.eye(2)
+      >>> dn = (((1,), (0,)), ((), ()))
+      >>> fake_quant_lhs_dot(x, k, dn, bits=2).tolist()
+      [[0.0, -1.0]]
+      >>> jax.grad(lambda k: fake_quant_lhs_dot(x, k, dn, bits=2).sum())(k).tolist()
+      [[0.30000001192092896, 0.30000001192092896], [-1.0, -1.0]]
+
+    References:
+      Bengio et al. 2013 (straight-through estimator); Jacob et al. 2018.
+    """
+    if residuals not in RESIDUALS:
+        raise ValueError(
+            f"fake_quant_lhs_dot: residuals must be one of {RESIDUALS}, got {residuals!r}"
+        )
+    if ste not in _grid.STES:
+        raise ValueError(f"fake_quant_lhs_dot: ste must be one of {_grid.STES}, got {ste!r}")
+    qmax = _act_qmax(bits)
+    s = lhs_scale(x, dimension_numbers[0][0], bits, per_token=per_token, absmax=absmax)
+    ste = "identity" if absmax is None else ste  # dynamic scales never clip
+    if residuals == "quantized":
+        xq = _fake_quant.fq_grid(
+            x.astype(jnp.float32), s, None, jnp.float32(-qmax), jnp.float32(qmax), ste
+        ).astype(x.dtype)
+        return lax.dot_general(
+            xq,
+            k,
+            dimension_numbers,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+            **dot_kwargs,
+        )
+    static = (
+        _freeze(dimension_numbers),
+        precision,
+        preferred_element_type,
+        tuple(sorted(dot_kwargs.items())),
+        ste,
+        qmax,
+    )
+    return _fq_lhs_dot(static, x, k, s)
+
+
+def lhs_scale(
+    x: jax.Array,
+    contract: Sequence[int],
+    bits: int = 8,
+    *,
+    per_token: bool = True,
+    absmax: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+    """The activation scale of a ``dot_general``'s left operand (rank of ``x``, size-1 axes).
+
+    Dynamic: ``max|x| / qmax`` reduced over the ``contract`` axes (one scale per token) or
+    over all axes; static: ``absmax / qmax``. Zero or non-finite scales become 1.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> lhs_scale(jnp.array([[1.0, -127.0], [0.5, 2.54]]), (1,)).tolist()
+      [[1.0], [0.019999999552965164]]
+    """
+    if absmax is not None:
+        return activation_scale(x, bits, absmax=absmax)
+    qmax = _act_qmax(bits)
+    a = jnp.abs(lax.stop_gradient(x).astype(jnp.float32))
+    axes = tuple(contract) if per_token else tuple(range(x.ndim))
+    return _fake_quant.safe_scale(jnp.max(a, axis=axes, keepdims=True) / qmax)
+
+
+def _freeze(t):
+    return tuple(_freeze(v) for v in t) if isinstance(t, (tuple, list)) else t
+
+
+def _lhs_fake_quant(x, s, qmax):
+    q = jnp.clip(_fake_quant.grid_levels(x.astype(jnp.float32), s, None), -qmax, qmax)
+    return _fake_quant.grid_dequant(q, s, None).astype(x.dtype)
+
+
+def _static_dot(static):
+    dn, precision, preferred, kw, _, _ = static
+
+    def dot(a, b):
+        return lax.dot_general(
+            a, b, dn, precision=precision, preferred_element_type=preferred, **dict(kw)
+        )
+
+    return dot
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fq_lhs_dot(static, x, k, s):
+    return _static_dot(static)(_lhs_fake_quant(x, s, static[5]), k)
+
+
+def _fq_lhs_dot_fwd(static, x, k, s):
+    # The residuals are the original operands: the quantized activations are not kept.
+    return _fq_lhs_dot(static, x, k, s), (x, k, s)
+
+
+def _fq_lhs_dot_bwd(static, res, g):
+    x, k, s = res
+    _, vjp = jax.vjp(_static_dot(static), x, k)
+    dx, dk = vjp(g)
+    ste, qmax = static[4], static[5]
+    if ste != "identity":
+        inside = jnp.abs(_fake_quant.grid_levels(x.astype(jnp.float32), s, None)) <= qmax
+        dx = jnp.where(inside, dx, jnp.zeros_like(dx))
+    return dx, dk, jnp.zeros_like(s)
+
+
+_fq_lhs_dot.defvjp(_fq_lhs_dot_fwd, _fq_lhs_dot_bwd)
 
 
 def quantize_activation(

@@ -164,3 +164,187 @@ def test_nnx_dot_general_w8a8(int_matmul):
     if not int_matmul:
         g = jax.grad(lambda p: jnp.sum(fwd(p, X) ** 2))(params)
         assert all(bool(jnp.any(x != 0)) for x in jax.tree.leaves(g))
+
+
+# ---------------------------------------------------------------------------------------
+# The backward operands of the fake-quantized matmul (residuals="original" / "quantized").
+
+DN = (((1,), (0,)), ((), ()))
+XA = jax.random.normal(jax.random.key(2), (5, 12)) * 3.0
+KA = jax.random.normal(jax.random.key(3), (12, 7))
+GA = jax.random.normal(jax.random.key(4), (5, 7))
+
+
+def _vjp(fn, x, k, g):
+    out, vjp = jax.vjp(fn, x, k)
+    return out, *vjp(g)
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+def test_lhs_dot_original_residuals_gradients(per_token):
+    fq = jc.quant.fake_quant_activation(XA, 4, per_token=per_token)
+    out, dx, dk = _vjp(
+        lambda x, k: jc.quant.fake_quant_lhs_dot(x, k, DN, bits=4, per_token=per_token),
+        XA,
+        KA,
+        GA,
+    )
+    np.testing.assert_allclose(np.asarray(out), np.asarray(fq @ KA), rtol=1e-6, atol=1e-6)
+    # kernel gradient from the ORIGINAL activations, input gradient straight through
+    np.testing.assert_allclose(np.asarray(dk), np.asarray(XA.T @ GA), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dx), np.asarray(GA @ KA.T), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(dk), np.asarray(fq.T @ GA), rtol=0, atol=1e-3)
+
+
+def test_lhs_dot_quantized_residuals_is_autodiff_of_the_fake_quant_forward():
+    def ref(x, k):
+        return jc.quant.fake_quant_activation(x, 4) @ k
+
+    want = _vjp(ref, XA, KA, GA)
+    got = _vjp(
+        lambda x, k: jc.quant.fake_quant_lhs_dot(x, k, DN, bits=4, residuals="quantized"),
+        XA,
+        KA,
+        GA,
+    )
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    fq = jc.quant.fake_quant_activation(XA, 4)
+    np.testing.assert_allclose(np.asarray(got[2]), np.asarray(fq.T @ GA), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("ste", ["clipped", "identity"])
+def test_lhs_dot_static_range_masks_the_input_gradient(ste):
+    absmax = 2.0  # |XA| reaches ~9: many entries clip
+    inside = np.abs(np.asarray(XA)) / (absmax / 7.0) < 7.5
+    assert 0 < inside.sum() < inside.size
+    for residuals in ("original", "quantized"):
+        _, dx, _ = _vjp(
+            lambda x, k, r=residuals: jc.quant.fake_quant_lhs_dot(
+                x, k, DN, bits=4, absmax=absmax, ste=ste, residuals=r
+            ),
+            XA,
+            KA,
+            GA,
+        )
+        full = np.asarray(GA @ KA.T)
+        want = np.where(inside, full, 0.0) if ste == "clipped" else full
+        np.testing.assert_allclose(np.asarray(dx), want, rtol=1e-5, atol=1e-5)
+
+
+def test_lhs_dot_general_dimension_numbers_and_bf16():
+    # batched, contraction over the first axis: scales per (batch, token) over the contraction
+    x = jax.random.normal(jax.random.key(5), (3, 6, 4))  # [batch, in, tokens]
+    k = jax.random.normal(jax.random.key(6), (3, 6, 2))  # [batch, in, out]
+    dn = (((1,), (1,)), ((0,), (0,)))
+    s = jc.quant.lhs_scale(x, (1,), 8)
+    assert s.shape == (3, 1, 4)
+    fq = jnp.round(x / s) * s
+    ref = jax.lax.dot_general(fq, k, dn)
+    g = jax.random.normal(jax.random.key(7), ref.shape)
+    out, dx, dk = _vjp(lambda a, b: jc.quant.fake_quant_lhs_dot(a, b, dn), x, k, g)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    _, vjp = jax.vjp(lambda a, b: jax.lax.dot_general(a, b, dn), x, k)
+    for a, b in zip((dx, dk), vjp(g), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    xb, kb = XA.astype(jnp.bfloat16), KA.astype(jnp.bfloat16)
+    yb, dxb, dkb = _vjp(
+        lambda a, b: jc.quant.fake_quant_lhs_dot(a, b, DN), xb, kb, GA.astype(jnp.bfloat16)
+    )
+    assert yb.dtype == dxb.dtype == dkb.dtype == jnp.bfloat16
+
+
+def test_lhs_dot_bad_residuals():
+    with pytest.raises(ValueError, match="residuals"):
+        jc.quant.fake_quant_lhs_dot(XA, KA, DN, residuals="float")
+    with pytest.raises(ValueError, match="residuals"):
+        with jc.flax.quantize_activations(8, residuals="float"):
+            pass
+    with pytest.raises(ValueError, match="residuals"):
+        jc.flax.quantized_dot_general(8, residuals="float")
+
+
+def _linen_grads(residuals, model=MODEL, params=PARAMS):
+    def loss(p):
+        with jc.flax.quantize_activations(8, residuals=residuals):
+            return jnp.sum(model.apply({"params": p}, X) ** 2)
+
+    return jax.jit(jax.grad(loss))(params)
+
+
+def test_linen_dense_backward_operands():
+    g_orig = _linen_grads("original")
+    g_quant = _linen_grads("quantized")
+    # "quantized" is plain autodiff of the hand-written fake-quant forward
+    ref = jax.grad(lambda p: jnp.sum(_manual_forward(p, X) ** 2))(PARAMS)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
+        g_quant,
+        ref,
+    )
+    # "original": the first kernel's gradient is X^T (dL/dy_0), not fq(X)^T (dL/dy_0)
+    assert not np.allclose(
+        np.asarray(g_orig["Dense_0"]["kernel"]), np.asarray(ref["Dense_0"]["kernel"]), atol=1e-6
+    )
+    np.testing.assert_allclose(  # biases see the same upstream gradient up to rounding
+        np.asarray(g_orig["Dense_2"]["bias"]), np.asarray(ref["Dense_2"]["bias"]), rtol=1e-5
+    )
+
+    def manual_original(p):
+        h = X
+        for i in range(3):
+            q = p[f"Dense_{i}"]
+            dn = (((1,), (0,)), ((), ()))
+            h = jc.quant.fake_quant_lhs_dot(h, q["kernel"], dn) + q["bias"][None]
+            h = jax.nn.relu(h) if i < 2 else h
+        return jnp.sum(h**2)
+
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
+        g_orig,
+        jax.grad(manual_original)(PARAMS),
+    )
+
+
+class _HookedMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(8, dot_general=jax.lax.dot_general)(x))
+        return nn.Dense(4)(h)
+
+
+def test_linen_dense_with_its_own_dot_general_keeps_autodiff_and_init_works():
+    model = _HookedMLP()
+    with jc.flax.quantize_activations(8):  # init under interception: no params yet
+        params = model.init(jax.random.key(0), X)["params"]
+    g_orig = _linen_grads("original", model, params)
+    g_quant = _linen_grads("quantized", model, params)
+    # the hooked layer is not rewritten (its kernel gradient is the same either way)...
+    np.testing.assert_allclose(
+        np.asarray(g_orig["Dense_0"]["kernel"]), np.asarray(g_quant["Dense_0"]["kernel"]), rtol=1e-5
+    )
+    # ...the plain one is
+    assert not np.allclose(
+        np.asarray(g_orig["Dense_1"]["kernel"]), np.asarray(g_quant["Dense_1"]["kernel"]), atol=1e-6
+    )
+
+
+def test_nnx_dot_general_backward_operands():
+    def kernel_grad(residuals):
+        layer = nnx.Linear(
+            12,
+            4,
+            dot_general=jc.flax.quantized_dot_general(4, residuals=residuals),
+            rngs=nnx.Rngs(0),
+        )
+        graphdef, params = nnx.split(layer, nnx.Param)
+
+        def loss(p):
+            return jnp.sum(nnx.merge(graphdef, p)(XA) * GA[:, :4])
+
+        return np.asarray(jax.grad(loss)(params)["kernel"][...])
+
+    fq = jc.quant.fake_quant_activation(XA, 4)
+    g = GA[:, :4]
+    np.testing.assert_allclose(kernel_grad("original"), np.asarray(XA.T @ g), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(kernel_grad("quantized"), np.asarray(fq.T @ g), rtol=1e-5, atol=1e-5)
