@@ -5,10 +5,16 @@ for ours, a plain linen TrainState for Qwix), timed in interleaved rounds (media
 Variants: float; int8 per-channel weights (live min-max scales, the default); the same with
 stored scales refreshed by ``update`` (``live_scale=False``, clipped STE); int4 per-group
 weights (group 128, 112 for the 784-input layer); w8a8 (int8 per-channel weights + dynamic
-per-token int8 activations); Qwix QAT (``QtProvider``) int8 weights and w8a8 on the same
-model in the same run.
+per-token int8 activations; the kernel gradients from the original activations, the
+default, and ``w8a8_quantized_residuals`` from the fake-quantized ones); Qwix QAT
+(``QtProvider``) int8 weights and w8a8 on the same model in the same run.
 Every step donates its train state (``donate_argnums=0``, params copied per variant), as a
 training loop does; ``--no-donate`` measures without.
+
+Each session runs in a fresh process (``--processes``, default 6): within one process a
+variant's timing carries a placement offset of a few percent (two variants that compile to
+the same program differ by up to 3%), which only new processes average out. The figure is
+the median over sessions of the per-round paired ratio to the float step.
 
 Targets (ratios to float): int8 <= 1.03, int4 per-group <= 1.05, w8a8 <= 1.08, and not
 slower than Qwix.
@@ -19,7 +25,10 @@ Run: ``PYTHONPATH=. python benchmarks/quant_overhead.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
 import statistics
+import subprocess
 import sys
 import time
 
@@ -46,7 +55,7 @@ def _jit(step, donate):
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
-def ours_step(model, params, comp, act_bits, x, y, donate=True):
+def ours_step(model, params, comp, act_bits, x, y, donate=True, residuals="original"):
     state = jc.flax.TrainState.create(
         apply_fn=model.apply,
         params=jax.tree.map(jnp.copy, params),  # own buffers: the step donates them
@@ -54,7 +63,7 @@ def ours_step(model, params, comp, act_bits, x, y, donate=True):
         compressor=comp,
     )
 
-    return state, _jit(_models.quant_step(act_bits), donate)
+    return state, _jit(_models.quant_step(act_bits, residuals=residuals), donate)
 
 
 def qwix_step(model, x, y, act_qtype, donate=True):
@@ -77,26 +86,13 @@ def qwix_step(model, x, y, act_qtype, donate=True):
     return state, _jit(step, donate)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="few rounds (smoke test)")
-    ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--sessions", type=int, default=None, help="timing sessions (default 3)")
-    ap.add_argument("--tag", default="", help="suffix of the result files (another machine)")
-    ap.add_argument("--no-donate", action="store_true", help="steps do not donate their state")
-    ap.add_argument("--note", default="", help="sentence on the machine / load for the report")
-    args = ap.parse_args(argv)
-    rounds = args.rounds or (4 if args.quick else 80)
-    sessions = args.sessions or (1 if args.quick else 3)
-    donate = not args.no_donate
-    inner = 2 if args.quick else 5
-
+def _variants(donate: bool, seed: int) -> dict:
+    """Fresh states and jitted steps of every variant, built in an order shuffled by ``seed``."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random((BATCH, 784), np.float32))
     y = jnp.asarray(rng.integers(0, 10, BATCH).astype(np.int32))
     model = jc.workloads.MLP(FEATURES)
     params = model.init(jax.random.key(0), x)["params"]
-
     int4_group = jc.rules(
         [
             ("Dense_0/kernel", jc.quant.qat(bits=4, group_size=112)),
@@ -105,59 +101,121 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     )
     q8 = _kernels(jc.quant.qat(bits=8))
+    builders = {
+        "float": lambda: ours_step(model, params, jc.identity(), None, x, y, donate),
+        "int8": lambda: ours_step(model, params, q8, None, x, y, donate),
+        "int8_stored": lambda: ours_step(
+            model, params, _kernels(jc.quant.qat(bits=8, live_scale=False)), None, x, y, donate
+        ),
+        "int4_group": lambda: ours_step(model, params, int4_group, None, x, y, donate),
+        "w8a8": lambda: ours_step(model, params, q8, 8, x, y, donate),
+        "w8a8_quantized_residuals": lambda: ours_step(
+            model, params, q8, 8, x, y, donate, residuals="quantized"
+        ),
+    }
+    if _qwix_version():
+        builders["qwix_int8"] = lambda: qwix_step(model, x, y, None, donate)
+        builders["qwix_w8a8"] = lambda: qwix_step(model, x, y, "int8", donate)
+    names = list(builders)
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    built = {n: builders[n]() for n in order}
+    return {n: built[n] for n in names}, x, y
+
+
+def _qwix_version() -> str | None:
     try:
         import qwix
-
-        has_qwix, qwix_note = True, f"qwix {qwix.__version__}"
     except ImportError:
-        has_qwix, qwix_note = False, "qwix not installed"
+        return None
+    return qwix.__version__
 
-    def session():
-        """Fresh states (fresh buffers) for every variant, timed in interleaved rounds."""
-        setups = {
-            "float": ours_step(model, params, jc.identity(), None, x, y, donate),
-            "int8": ours_step(model, params, q8, None, x, y, donate),
-            "int8_stored": ours_step(
-                model, params, _kernels(jc.quant.qat(bits=8, live_scale=False)), None, x, y, donate
-            ),
-            "int4_group": ours_step(model, params, int4_group, None, x, y, donate),
-            "w8a8": ours_step(model, params, q8, 8, x, y, donate),
-        }
-        if has_qwix:
-            setups["qwix_int8"] = qwix_step(model, x, y, None, donate)
-            setups["qwix_w8a8"] = qwix_step(model, x, y, "int8", donate)
-        states = {k: s for k, (s, _) in setups.items()}
-        cpu: dict[str, list[float]] = {k: [] for k in setups}
 
-        def make(name):
-            step = setups[name][1]
+def session(*, rounds: int, inner: int, donate: bool, seed: int) -> dict:
+    """One timing session: every variant compiled and timed in interleaved rounds.
 
-            def run():
-                t0 = time.process_time()
-                states[name] = step(states[name], x, y)
-                jax.block_until_ready(states[name].params)
-                cpu[name].append(time.process_time() - t0)
+    Returns ``{"samples_s": {variant: per-round seconds}, "cpu_s": {variant: per-step process
+    CPU seconds}}``.
+    """
+    setups, x, y = _variants(donate, seed)
+    states = {k: s for k, (s, _) in setups.items()}
+    cpu: dict[str, list[float]] = {k: [] for k in setups}
 
-            return run
+    def make(name):
+        step = setups[name][1]
 
-        t = _harness.time_interleaved(
-            {k: make(k) for k in setups}, rounds=rounds, warmup=3, inner=inner
-        )
-        return t, {k: v[3:] or v for k, v in cpu.items()}  # skip warm-up
+        def run():
+            t0 = time.process_time()
+            states[name] = step(states[name], x, y)
+            jax.block_until_ready(states[name].params)
+            cpu[name].append(time.process_time() - t0)
 
-    runs = [session() for _ in range(sessions)]
-    # Per-session paired ratios; the reported figure is their median over sessions (each
-    # session allocates new buffers, so one unlucky memory placement cannot set the result).
-    per_session = [_harness.paired_ratios(t, "float") for t, _ in runs]
-    names = list(runs[0][0])
-    paired = {n: statistics.median(p[n] for p in per_session) for n in names}
-    timings = {
-        n: _harness.summarize([v for t, _ in runs for v in t[n]["samples_s"]]) for n in names
+        return run
+
+    t = _harness.time_interleaved(
+        {k: make(k) for k in setups}, rounds=rounds, warmup=3, inner=inner
+    )
+    return {
+        "samples_s": {k: v["samples_s"] for k, v in t.items()},
+        "cpu_s": {k: v[3 * inner :] or v for k, v in cpu.items()},  # skip warm-up
     }
+
+
+def _run_worker(args: argparse.Namespace, seed: int) -> dict:
+    """One session in a fresh Python process (own compilation, code and buffer placement)."""
+    cmd = [sys.executable, "-m", "benchmarks.quant_overhead", "--worker", str(seed)]
+    cmd += ["--rounds", str(args.rounds), "--inner", str(args.inner)]
+    cmd += ["--no-donate"] if args.no_donate else []
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {seed} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few rounds, one session (smoke test)")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--inner", type=int, default=None, help="steps per timed call")
+    ap.add_argument(
+        "--processes", type=int, default=None, help="sessions, each in a fresh process (default 6)"
+    )
+    ap.add_argument("--tag", default="", help="suffix of the result files (another machine)")
+    ap.add_argument("--no-donate", action="store_true", help="steps do not donate their state")
+    ap.add_argument("--note", default="", help="sentence on the machine / load for the report")
+    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.rounds = args.rounds or (4 if args.quick else 60)
+    args.inner = args.inner or (2 if args.quick else 5)
+    donate = not args.no_donate
+    if args.worker is not None:
+        res = session(rounds=args.rounds, inner=args.inner, donate=donate, seed=args.worker)
+        print(json.dumps(res))
+        return res
+    processes = args.processes or (1 if args.quick else 6)
+    rounds, inner = args.rounds, args.inner
+    qwix_version = _qwix_version()
+    qwix_note = f"qwix {qwix_version}" if qwix_version else "qwix not installed"
+    if processes == 1:
+        runs = [session(rounds=rounds, inner=inner, donate=donate, seed=0)]
+    else:
+        runs = []
+        for i in range(processes):
+            runs.append(_run_worker(args, i))
+            print(f"session {i + 1}/{processes} done", file=sys.stderr, flush=True)
+    stats = [{n: _harness.summarize(v) for n, v in r["samples_s"].items()} for r in runs]
+    # Per-session paired ratios; the reported figure is their median over sessions. Each
+    # session is a fresh process: code placement, buffer addresses and the variants' build
+    # order differ, which moves a variant by a few percent within one process even when
+    # two variants compile to the same program.
+    per_session = [_harness.paired_ratios(t, "float") for t in stats]
+    names = list(stats[0])
+    paired = {n: statistics.median(p[n] for p in per_session) for n in names}
+    timings = {n: _harness.summarize([v for r in runs for v in r["samples_s"][n]]) for n in names}
     ratios = _harness.ratios(timings, "float")
     # CPU time of the process per step (all its threads): far less sensitive than wall time
     # to the other jobs sharing the machine; measured inside the same interleaved rounds.
-    cpu_med = {n: statistics.median([v for _, c in runs for v in c[n]]) for n in names}
+    cpu_med = {n: statistics.median([v for r in runs for v in r["cpu_s"][n]]) for n in names}
     cpu_ratios = {k: v / cpu_med["float"] for k, v in cpu_med.items()}
     rows = []
     for name, t in timings.items():
@@ -177,19 +235,26 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(row)
     vs_qwix = {}
     if "qwix_int8" in timings:
-        for ours, theirs in (("int8", "qwix_int8"), ("w8a8", "qwix_w8a8")):
-            vs_qwix[f"{ours}_vs_{theirs}_wall"] = (
-                timings[ours]["median_s"] / timings[theirs]["median_s"]
-            )
-            vs_qwix[f"{ours}_vs_{theirs}_paired"] = statistics.median(
-                _harness.paired_ratios(t, theirs)[ours] for t, _ in runs
-            )
-            vs_qwix[f"{ours}_vs_{theirs}_cpu"] = cpu_med[ours] / cpu_med[theirs]
+        for ours, theirs in (
+            ("int8", "qwix_int8"),
+            ("w8a8", "qwix_w8a8"),
+            ("w8a8_quantized_residuals", "qwix_w8a8"),
+        ):
+            per = [_harness.paired_ratios(t, theirs)[ours] for t in stats]
+            vs_qwix[f"{ours} / {theirs}"] = {
+                "paired": statistics.median(per),
+                "paired_min": min(per),
+                "paired_max": max(per),
+                "sessions_faster": f"{sum(v < 1 for v in per)}/{len(per)}",
+                "wall": timings[ours]["median_s"] / timings[theirs]["median_s"],
+                "cpu": cpu_med[ours] / cpu_med[theirs],
+            }
     md = [
         "# Quantization step-time overhead",
         "",
-        f"MLP 784-512-512-10, batch {BATCH}, adam; jitted train step; {sessions} session(s) "
-        f"of {rounds} interleaved rounds of {inner} steps, each session with fresh states; "
+        f"MLP 784-512-512-10, batch {BATCH}, adam; jitted train step; {processes} session(s) "
+        f"of {rounds} interleaved rounds of {inner} steps, each session a fresh process "
+        "(its own compilation, fresh states, the variants built in a shuffled order); "
         f"steps {'donate' if donate else 'do not donate'} "
         f"their state. Backend {jax.default_backend()}, {len(jax.devices())} device(s), "
         f"jax {jax.__version__}; {qwix_note}. {args.note or _LOAD_NOTE} The CPU-time columns "
@@ -204,12 +269,16 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     if vs_qwix:
         md += [
-            "Ours vs Qwix QAT on the same model, same run (< 1 means faster):",
+            "Ours vs Qwix QAT on the same model, same run (< 1 means ours is faster; `paired`: "
+            "median over sessions of the per-round ratio, `sessions_faster`: sessions in which "
+            "ours was faster):",
             "",
-            _harness.markdown_table([{k: v for k, v in vs_qwix.items()}]),
+            _harness.markdown_table([{"pair": k, **v} for k, v in vs_qwix.items()]),
         ]
     data = {
-        "sessions": sessions,
+        "sessions": processes,
+        "rounds": rounds,
+        "inner": inner,
         "paired_per_session": per_session,
         # summary statistics only (no per-round samples); per-session paired ratios are above
         "timings": {
