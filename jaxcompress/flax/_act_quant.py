@@ -119,11 +119,12 @@ def quantize_activations(
     QAT do; the fake-quantized activations are not kept for the backward, the faster choice)
     or from the fake-quantized ones (``"quantized"``: plain autodiff of the fake-quantized
     forward, what other module types and ``Dense`` layers with their own ``dot_general``
-    always get); see :func:`jaxcompress.quant.fake_quant_lhs_dot`. Integer inference: with
-    ``int_matmul=True``, or when a
-    ``Dense`` kernel in the variables is an exported :class:`~jaxcompress.quant.QArray`
-    (``jc.quant.quantize``), the ``Dense`` computes ``int8 x int8 -> int32`` with
-    ``lax.dot_general`` and rescales once (no gradient: inference only).
+    always get); see :func:`jaxcompress.quant.fake_quant_lhs_dot`.
+
+    Integer inference: with ``int_matmul=True``, or when a ``Dense`` kernel in the variables
+    is an exported :class:`~jaxcompress.quant.QArray` (``jc.quant.quantize``), the ``Dense``
+    computes ``int8 x int8 -> int32`` with ``lax.dot_general`` and rescales once (no
+    gradient: inference only).
 
     Args:
       bits: activation bit width, 2..8.
