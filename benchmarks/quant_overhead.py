@@ -253,9 +253,14 @@ def main(argv: list[str] | None = None) -> dict:
         "# Quantization step-time overhead",
         "",
         f"MLP 784-512-512-10, batch {BATCH}, adam; jitted train step; {processes} session(s) "
-        f"of {rounds} interleaved rounds of {inner} steps, each session a fresh process "
-        "(its own compilation, fresh states, the variants built in a shuffled order); "
-        f"steps {'donate' if donate else 'do not donate'} "
+        f"of {rounds} interleaved rounds of {inner} steps, "
+        + (
+            "each session a fresh process (its own compilation, fresh states, the variants "
+            "built in a shuffled order); "
+            if processes > 1
+            else "in this process; "
+        )
+        + f"steps {'donate' if donate else 'do not donate'} "
         f"their state. Backend {jax.default_backend()}, {len(jax.devices())} device(s), "
         f"jax {jax.__version__}; {qwix_note}. {args.note or _LOAD_NOTE} The CPU-time columns "
         "(process CPU seconds per step, all threads, same rounds) are steadier on a shared "
