@@ -41,14 +41,14 @@ def variants():
             (".*", None),
         ]
     )
-    # name -> (compressor, activation bits[, residuals of the activation quantization])
+    # name -> (compressor, activation bits, residuals of the activation quantization)
     return {
-        "float": (jc.identity(), None),
-        "int8": (_kernels(jc.quant.qat(bits=8)), None),
-        "int4_group": (int4, None),
-        "int2_lsq": (_kernels(jc.quant.qat(bits=2, learn_scale=True)), None),
-        "binary": (_kernels(jc.quant.qat(bits="binary")), None),
-        "w8a8": (_kernels(jc.quant.qat(bits=8)), 8),
+        "float": (jc.identity(), None, "original"),
+        "int8": (_kernels(jc.quant.qat(bits=8)), None, "original"),
+        "int4_group": (int4, None, "original"),
+        "int2_lsq": (_kernels(jc.quant.qat(bits=2, learn_scale=True)), None, "original"),
+        "binary": (_kernels(jc.quant.qat(bits="binary")), None, "original"),
+        "w8a8": (_kernels(jc.quant.qat(bits=8)), 8, "original"),
         "w8a8_quantized_residuals": (_kernels(jc.quant.qat(bits=8)), 8, "quantized"),
     }
 
@@ -111,20 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
         ds = ds._replace(x_train=ds.x_train[:n], y_train=ds.y_train[:n])
     rows = []
     quick_names = ("float", "int8", "int2_lsq")
-    for name, (comp, act_bits, *residuals) in variants().items():
+    for name, (comp, act_bits, residuals) in variants().items():
         if args.quick and name not in quick_names:
             continue
-        rows.append(
-            train(
-                name,
-                comp,
-                act_bits,
-                ds,
-                epochs=epochs,
-                lr=args.lr,
-                residuals=(residuals or ["original"])[0],
-            )
-        )
+        rows.append(train(name, comp, act_bits, ds, epochs=epochs, lr=args.lr, residuals=residuals))
         print(rows[-1], flush=True)
     quick_note = " on 512 examples, 3 variants (quick)" if args.quick else ""
     base = rows[0]["test_acc"]

@@ -368,7 +368,7 @@ def quantized_dot_general(
         raise ValueError(
             f"quantized_dot_general: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
         )
-    qmax = float(2 ** (bits - 1) - 1)
+    qmax = _intmm._act_qmax(bits)
 
     def fn(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
         (lc, rc), (lb, rb) = dimension_numbers
@@ -386,10 +386,10 @@ def quantized_dot_general(
                 preferred_element_type=preferred_element_type,
                 **kw,
             )
-        sx = _intmm.lhs_scale(lhs, lc, bits, per_token=per_token, absmax=absmax)
-        lo, hi = jnp.float32(-qmax), jnp.float32(qmax)
         if lb or rb:
             raise ValueError("quantized_dot_general: int_matmul does not support batch dims")
+        sx = _intmm.lhs_scale(lhs, lc, bits, per_token=per_token, absmax=absmax)
+        lo, hi = jnp.float32(-qmax), jnp.float32(qmax)
         qx = jnp.clip(_fake_quant.grid_levels(lhs.astype(jnp.float32), sx, None), lo, hi)
         qx = qx.astype(jnp.int8)
         w = rhs.astype(jnp.float32)

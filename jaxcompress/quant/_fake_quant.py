@@ -98,7 +98,8 @@ def _fq_grid_fwd(x, scale, zp, qmin, qmax, ste):
     return out, (inside, scale, zp, qmin, qmax)
 
 
-def _grid_dx(ste, x, scale, zp, qmin, qmax, g):
+def ste_dx(ste, x, scale, zp, qmin, qmax, g):
+    """The straight-through gradient of :func:`fq_grid` w.r.t. ``x``, given the upstream ``g``."""
     if ste == "identity":
         return g
     q = grid_levels(x, scale, zp)
@@ -167,7 +168,7 @@ def _fq_lsq_fwd(x, scale, zp, qmin, qmax, ste):
 
 def _fq_lsq_bwd(ste, res, g):
     x, scale, zp, qmin, qmax = res
-    dx = _grid_dx(ste, x, scale, zp, qmin, qmax, g)
+    dx = ste_dx(ste, x, scale, zp, qmin, qmax, g)
     v = x * (1.0 / scale)
     z = 0.0 if zp is None else zp
     vz = v + z

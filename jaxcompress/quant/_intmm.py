@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,16 +51,7 @@ def activation_scale(
       >>> activation_scale(jnp.array([[1.0, -127.0], [0.5, 2.54]])).tolist()
       [[1.0], [0.019999999552965164]]
     """
-    qmax = _act_qmax(bits)
-    if absmax is not None:
-        s = jnp.asarray(absmax, jnp.float32) / qmax
-        return _fake_quant.safe_scale(jnp.reshape(s, (1,) * x.ndim) if s.ndim == 0 else s)
-    a = jnp.abs(lax.stop_gradient(x).astype(jnp.float32))  # non-finite rows: scale 1
-    if per_token and x.ndim >= 1:
-        m = jnp.max(a, axis=-1, keepdims=True)
-    else:
-        m = jnp.max(a, keepdims=True)
-    return _fake_quant.safe_scale(m / qmax)
+    return lhs_scale(x, (x.ndim - 1,) if x.ndim else (), bits, per_token=per_token, absmax=absmax)
 
 
 def fake_quant_activation(
@@ -94,12 +85,19 @@ def fake_quant_activation(
     """
     if ste not in _grid.STES:
         raise ValueError(f"fake_quant_activation: ste must be one of {_grid.STES}, got {ste!r}")
-    qmax = _act_qmax(bits)
     s = activation_scale(x, bits, per_token=per_token, absmax=absmax)
+    return _fake_quant_lhs(x, s, _act_qmax(bits), _ste_for(ste, absmax))
+
+
+def _ste_for(ste: str, absmax) -> str:
     # A dynamic scale comes from max|x| of the very tensor it quantizes, so no entry can fall
     # outside the range: the clipped STE's mask is identically 1 and the identity kernel is
     # exact (and skips the mask in the backward pass).
-    ste = "identity" if absmax is None else ste
+    return "identity" if absmax is None else ste
+
+
+def _fake_quant_lhs(x, s, qmax: float, ste: str):
+    """``x`` fake-quantized on ``[-qmax, qmax]`` with scale ``s`` (float32 math, own dtype)."""
     out = _fake_quant.fq_grid(
         x.astype(jnp.float32), s, None, jnp.float32(-qmax), jnp.float32(qmax), ste
     )
@@ -169,28 +167,17 @@ def fake_quant_lhs_dot(
         raise ValueError(f"fake_quant_lhs_dot: ste must be one of {_grid.STES}, got {ste!r}")
     qmax = _act_qmax(bits)
     s = lhs_scale(x, dimension_numbers[0][0], bits, per_token=per_token, absmax=absmax)
-    ste = "identity" if absmax is None else ste  # dynamic scales never clip
-    if residuals == "quantized":
-        xq = _fake_quant.fq_grid(
-            x.astype(jnp.float32), s, None, jnp.float32(-qmax), jnp.float32(qmax), ste
-        ).astype(x.dtype)
-        return lax.dot_general(
-            xq,
-            k,
-            dimension_numbers,
-            precision=precision,
-            preferred_element_type=preferred_element_type,
-            **dot_kwargs,
-        )
-    static = (
+    spec = _DotSpec(
         _freeze(dimension_numbers),
         precision,
         preferred_element_type,
         tuple(sorted(dot_kwargs.items())),
-        ste,
+        _ste_for(ste, absmax),
         qmax,
     )
-    return _fq_lhs_dot(static, x, k, s)
+    if residuals == "quantized":
+        return spec.dot(_fake_quant_lhs(x, s, qmax, spec.ste), k)
+    return _fq_lhs_dot(spec, x, k, s)
 
 
 def lhs_scale(
@@ -211,10 +198,11 @@ def lhs_scale(
       >>> lhs_scale(jnp.array([[1.0, -127.0], [0.5, 2.54]]), (1,)).tolist()
       [[1.0], [0.019999999552965164]]
     """
-    if absmax is not None:
-        return activation_scale(x, bits, absmax=absmax)
     qmax = _act_qmax(bits)
-    a = jnp.abs(lax.stop_gradient(x).astype(jnp.float32))
+    if absmax is not None:
+        s = jnp.asarray(absmax, jnp.float32) / qmax
+        return _fake_quant.safe_scale(jnp.reshape(s, (1,) * x.ndim) if s.ndim == 0 else s)
+    a = jnp.abs(lax.stop_gradient(x).astype(jnp.float32))  # non-finite rows: scale 1
     axes = tuple(contract) if per_token else tuple(range(x.ndim))
     return _fake_quant.safe_scale(jnp.max(a, axis=axes, keepdims=True) / qmax)
 
@@ -223,40 +211,43 @@ def _freeze(t):
     return tuple(_freeze(v) for v in t) if isinstance(t, (tuple, list)) else t
 
 
-def _lhs_fake_quant(x, s, qmax):
-    q = jnp.clip(_fake_quant.grid_levels(x.astype(jnp.float32), s, None), -qmax, qmax)
-    return _fake_quant.grid_dequant(q, s, None).astype(x.dtype)
+class _DotSpec(NamedTuple):
+    """The static part of :func:`fake_quant_lhs_dot` (hashable: a custom_vjp nondiff arg)."""
 
+    dimension_numbers: Any
+    precision: Any
+    preferred_element_type: Any
+    kwargs: tuple
+    ste: str
+    qmax: float
 
-def _static_dot(static):
-    dn, precision, preferred, kw, _, _ = static
-
-    def dot(a, b):
+    def dot(self, a, b):
         return lax.dot_general(
-            a, b, dn, precision=precision, preferred_element_type=preferred, **dict(kw)
+            a,
+            b,
+            self.dimension_numbers,
+            precision=self.precision,
+            preferred_element_type=self.preferred_element_type,
+            **dict(self.kwargs),
         )
-
-    return dot
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fq_lhs_dot(static, x, k, s):
-    return _static_dot(static)(_lhs_fake_quant(x, s, static[5]), k)
+def _fq_lhs_dot(spec, x, k, s):
+    return spec.dot(_fake_quant_lhs(x, s, spec.qmax, "identity"), k)
 
 
-def _fq_lhs_dot_fwd(static, x, k, s):
+def _fq_lhs_dot_fwd(spec, x, k, s):
     # The residuals are the original operands: the quantized activations are not kept.
-    return _fq_lhs_dot(static, x, k, s), (x, k, s)
+    return _fq_lhs_dot(spec, x, k, s), (x, k, s)
 
 
-def _fq_lhs_dot_bwd(static, res, g):
+def _fq_lhs_dot_bwd(spec, res, g):
     x, k, s = res
-    _, vjp = jax.vjp(_static_dot(static), x, k)
+    _, vjp = jax.vjp(spec.dot, x, k)
     dx, dk = vjp(g)
-    ste, qmax = static[4], static[5]
-    if ste != "identity":
-        inside = jnp.abs(_fake_quant.grid_levels(x.astype(jnp.float32), s, None)) <= qmax
-        dx = jnp.where(inside, dx, jnp.zeros_like(dx))
+    lo, hi = jnp.float32(-spec.qmax), jnp.float32(spec.qmax)
+    dx = _fake_quant.ste_dx(spec.ste, x.astype(jnp.float32), s, None, lo, hi, dx)
     return dx, dk, jnp.zeros_like(s)
 
 

@@ -1,5 +1,6 @@
 """Activation quantization in Flax: linen interception, calibration, NNX dot_general."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -277,11 +278,7 @@ def test_linen_dense_backward_operands():
     g_quant = _linen_grads("quantized")
     # "quantized" is plain autodiff of the hand-written fake-quant forward
     ref = jax.grad(lambda p: jnp.sum(_manual_forward(p, X) ** 2))(PARAMS)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
-        g_quant,
-        ref,
-    )
+    chex.assert_trees_all_close(g_quant, ref, rtol=1e-5, atol=1e-6)
     # "original": the first kernel's gradient is X^T (dL/dy_0), not fq(X)^T (dL/dy_0)
     assert not np.allclose(
         np.asarray(g_orig["Dense_0"]["kernel"]), np.asarray(ref["Dense_0"]["kernel"]), atol=1e-6
@@ -299,11 +296,7 @@ def test_linen_dense_backward_operands():
             h = jax.nn.relu(h) if i < 2 else h
         return jnp.sum(h**2)
 
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
-        g_orig,
-        jax.grad(manual_original)(PARAMS),
-    )
+    chex.assert_trees_all_close(g_orig, jax.grad(manual_original)(PARAMS), rtol=1e-5, atol=1e-6)
 
 
 class _HookedMLP(nn.Module):
