@@ -21,6 +21,22 @@ FEATURES = (512, 512, 10)
 BATCH = 256
 
 
+def kernels(comp: jc.Compressor) -> jc.Compressor:
+    """``comp`` on every ``kernel`` of the MLP; biases stay float."""
+    return jc.rules([(".*/kernel", comp), (".*", None)])
+
+
+def int4_group() -> jc.Compressor:
+    """int4 per-group kernels: groups of 128 (112 for the 784-input layer, 784 = 7 x 112)."""
+    return jc.rules(
+        [
+            ("Dense_0/kernel", jc.quant.qat(bits=4, group_size=112)),
+            (".*/kernel", jc.quant.qat(bits=4, group_size=128)),
+            (".*", None),
+        ]
+    )
+
+
 def make_state(
     compressor: jc.Compressor | None, *, features=FEATURES, in_dim: int = 784, seed: int = 0
 ) -> jc.flax.TrainState:

@@ -20,13 +20,10 @@ import optax
 from jax import lax
 
 import jaxcompress as jc
+from benchmarks import _models
 from benchmarks._harness import markdown_table, write_results
 
 BATCH = 128
-
-
-def _kernels(comp):
-    return jc.rules([(".*/kernel", comp), (".*", None)])
 
 
 def variants(total: int, per_epoch: int, quick: bool) -> dict:
@@ -36,15 +33,15 @@ def variants(total: int, per_epoch: int, quick: bool) -> dict:
     poly = jc.prune.polynomial(begin=begin, end=end, update_every=every)
     out = {"dense": jc.identity()}
     for s in (0.5, 0.8, 0.9, 0.95):
-        out[f"magnitude {s:.0%} polynomial"] = _kernels(
+        out[f"magnitude {s:.0%} polynomial"] = _models.kernels(
             jc.prune.magnitude(s, schedule=poly, scope="global")
         )
-    out["N:M 2:4 magnitude"] = _kernels(
+    out["N:M 2:4 magnitude"] = _models.kernels(
         jc.prune.magnitude(
             structure=jc.prune.nm(2, 4), schedule=jc.prune.constant(end=end, update_every=every)
         )
     )
-    out["RigL 90% (ERK)"] = _kernels(
+    out["RigL 90% (ERK)"] = _models.kernels(
         jc.prune.rigl(0.9, end=int(0.75 * total), update_every=every, drop_fraction=0.3)
     )
     if quick:

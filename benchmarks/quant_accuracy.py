@@ -29,27 +29,17 @@ BATCH = 128
 TARGETS = {"int8": 0.2, "int4_group": 0.5, "int2_lsq": 2.0}
 
 
-def _kernels(comp):
-    return jc.rules([(".*/kernel", comp), (".*", None)])
-
-
 def variants():
-    int4 = jc.rules(
-        [
-            ("Dense_0/kernel", jc.quant.qat(bits=4, group_size=112)),
-            (".*/kernel", jc.quant.qat(bits=4, group_size=128)),
-            (".*", None),
-        ]
-    )
+    int4 = _models.int4_group()
     # name -> (compressor, activation bits, residuals of the activation quantization)
     return {
         "float": (jc.identity(), None, "original"),
-        "int8": (_kernels(jc.quant.qat(bits=8)), None, "original"),
+        "int8": (_models.kernels(jc.quant.qat(bits=8)), None, "original"),
         "int4_group": (int4, None, "original"),
-        "int2_lsq": (_kernels(jc.quant.qat(bits=2, learn_scale=True)), None, "original"),
-        "binary": (_kernels(jc.quant.qat(bits="binary")), None, "original"),
-        "w8a8": (_kernels(jc.quant.qat(bits=8)), 8, "original"),
-        "w8a8_quantized_residuals": (_kernels(jc.quant.qat(bits=8)), 8, "quantized"),
+        "int2_lsq": (_models.kernels(jc.quant.qat(bits=2, learn_scale=True)), None, "original"),
+        "binary": (_models.kernels(jc.quant.qat(bits="binary")), None, "original"),
+        "w8a8": (_models.kernels(jc.quant.qat(bits=8)), 8, "original"),
+        "w8a8_quantized_residuals": (_models.kernels(jc.quant.qat(bits=8)), 8, "quantized"),
     }
 
 

@@ -47,10 +47,6 @@ TARGETS = {"int8": 1.03, "int4_group": 1.05, "w8a8": 1.08}
 _LOAD_NOTE = "Shared 2-core machine, other jobs running (load average: see environment)."
 
 
-def _kernels(comp):
-    return jc.rules([(".*/kernel", comp), (".*", None)])
-
-
 def _jit(step, donate):
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
@@ -93,19 +89,19 @@ def _variants(donate: bool, seed: int) -> dict:
     y = jnp.asarray(rng.integers(0, 10, BATCH).astype(np.int32))
     model = jc.workloads.MLP(FEATURES)
     params = model.init(jax.random.key(0), x)["params"]
-    int4_group = jc.rules(
-        [
-            ("Dense_0/kernel", jc.quant.qat(bits=4, group_size=112)),
-            (".*/kernel", jc.quant.qat(bits=4, group_size=128)),
-            (".*", None),
-        ]
-    )
-    q8 = _kernels(jc.quant.qat(bits=8))
+    int4_group = _models.int4_group()
+    q8 = _models.kernels(jc.quant.qat(bits=8))
     builders = {
         "float": lambda: ours_step(model, params, jc.identity(), None, x, y, donate),
         "int8": lambda: ours_step(model, params, q8, None, x, y, donate),
         "int8_stored": lambda: ours_step(
-            model, params, _kernels(jc.quant.qat(bits=8, live_scale=False)), None, x, y, donate
+            model,
+            params,
+            _models.kernels(jc.quant.qat(bits=8, live_scale=False)),
+            None,
+            x,
+            y,
+            donate,
         ),
         "int4_group": lambda: ours_step(model, params, int4_group, None, x, y, donate),
         "w8a8": lambda: ours_step(model, params, q8, 8, x, y, donate),
