@@ -44,6 +44,7 @@ from benchmarks import _harness, _models
 BATCH = 256
 FEATURES = (512, 512, 10)
 TARGETS = {"int8": 1.03, "int4_group": 1.05, "w8a8": 1.08}
+WARMUP = 3  # untimed calls per variant before the rounds
 _LOAD_NOTE = "Shared 2-core machine, other jobs running (load average: see environment)."
 
 
@@ -148,11 +149,11 @@ def session(*, rounds: int, inner: int, donate: bool, seed: int) -> dict:
         return run
 
     t = _harness.time_interleaved(
-        {k: make(k) for k in setups}, rounds=rounds, warmup=3, inner=inner
+        {k: make(k) for k in setups}, rounds=rounds, warmup=WARMUP, inner=inner
     )
     return {
         "samples_s": {k: v["samples_s"] for k, v in t.items()},
-        "cpu_s": {k: v[3 * inner :] or v for k, v in cpu.items()},  # skip warm-up
+        "cpu_s": {k: v[WARMUP:] or v for k, v in cpu.items()},  # warm-up: one call each
     }
 
 
