@@ -176,3 +176,47 @@ def test_non_finite_weight_inside_jit_stays_in_its_channel():
         good = comp.apply({"w": W}, state)["w"]
         np.testing.assert_array_equal(np.asarray(view[:, 1:]), np.asarray(good[:, 1:]))
         assert bool(jnp.isnan(view[0, 0])) == bool(jnp.isnan(bad_value))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    outer=st.integers(1, 3),
+    n=st.sampled_from([1, 2, 7, 16, 112]),
+    inner=st.integers(1, 5),
+    special=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+    seed=st.integers(0, 2**16),
+)
+def test_abs_max_equals_max_of_abs(outer, n, inner, special, seed):
+    """Every reduction form (the split max / -min for an inner axis) gives max|x| exactly."""
+    x = np.random.default_rng(seed).normal(size=(outer, n, inner)).astype(np.float32)
+    if special is not None:
+        x.flat[seed % x.size] = special
+    for axes in [(0,), (1,), (2,), (0, 2), (1, 2), (0, 1, 2)]:
+        want = jnp.max(jnp.abs(x), axis=axes, keepdims=True)
+        got = _fake_quant.abs_max(jnp.asarray(x), axes)
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+def test_abs_max_of_zeros_gives_the_same_scale():
+    """A slice of (signed) zeros may give -0.0 on the split path; the scale is 1 either way."""
+    z = jnp.array([-0.0, 0.0, -0.0, -0.0]).reshape(1, 4, 1)
+    for x in (z, -z, jnp.full((1, 4, 1), -0.0)):
+        assert float(jnp.abs(_fake_quant.abs_max(x, (1,)))[0, 0, 0]) == 0.0
+        assert float(_fake_quant.symmetric_scale(_fake_quant.abs_max(x, (1,)), 7)[0, 0, 0]) == 1.0
+
+
+def test_live_group_scales_use_the_inner_axis_form():
+    """The live per-group forward reduces the group axis as max / -min (no abs), and gives the
+    same numbers as the plain ``max|w|`` reduction."""
+    comp = jc.quant.qat(bits=4, group_size=16)
+    w = {"kernel": jax.random.normal(jax.random.key(1), (64, 8))}
+    s = comp.init(w)
+    assert "reduce_min" in str(jax.make_jaxpr(comp.apply)(w, s))
+    per_channel = jc.quant.qat(bits=8)
+    assert "reduce_min" not in str(jax.make_jaxpr(per_channel.apply)(w, per_channel.init(w)))
+    out = comp.apply(w, s)["kernel"]
+    wg = w["kernel"].reshape(4, 16, 8)
+    scale = _fake_quant.symmetric_scale(jnp.max(jnp.abs(wg), axis=1, keepdims=True), 7)
+    want = jnp.clip(jnp.round(wg * (1.0 / scale)), -7, 7) * scale
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(want.reshape(64, 8)))
