@@ -269,33 +269,6 @@ def round_scale_mantissa(s: jax.Array, drop: int) -> jax.Array:
     return lax.bitcast_convert_type((u + half) & keep, jnp.float32)
 
 
-def abs_max(x: jax.Array, axes: Sequence[int]) -> jax.Array:
-    """``max|x|`` over ``axes``, size-1 axes kept (the min-max range of a symmetric scale).
-
-    A single *inner* axis (the group axis of a per-group view ``[in // g, g, out]``) is
-    reduced as ``max(max(x), -min(x))``; other axes (per-channel, per-tensor, per-token) as
-    ``max(|x|)``. The two agree exactly (NaN propagates in both), except that a slice of
-    zeros may give ``-0.0`` instead of ``0.0``, which :func:`symmetric_scale` maps to the
-    same scale 1. The split form is a speed choice on XLA:CPU, measured on the int4
-    per-group train step of ``benchmarks/quant_overhead.py`` (MLP 784-512-512-10, groups of
-    112/128; fresh processes, paired with the float step): a middle-axis reduction of
-    ``|x|`` takes about twice the time of the two plain reductions (~250 us vs ~125 us for
-    the 784 x 512 kernel), about 2% of the step; for a leading-axis (per-channel) reduction it
-    is the other way round. On GPU/TPU XLA fuses the two reductions into one pass.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> x = jnp.arange(-24.0, 24.0).reshape(2, 12, 2)
-      >>> bool((abs_max(x, (1,)) == jnp.max(jnp.abs(x), axis=1, keepdims=True)).all())
-      True
-    """
-    axes = tuple(axes)
-    if len(axes) == 1 and 0 < axes[0] < x.ndim - 1:
-        hi = jnp.max(x, axis=axes, keepdims=True)
-        return jnp.maximum(hi, -jnp.min(x, axis=axes, keepdims=True))
-    return jnp.max(jnp.abs(x), axis=axes, keepdims=True)
-
-
 def symmetric_scale(absmax: jax.Array, qmax: int) -> jax.Array:
     """The symmetric min-max scale ``absmax / qmax``, in a form export can read back exactly.
 

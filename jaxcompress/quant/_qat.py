@@ -114,7 +114,7 @@ def forward_scale(state: QATState) -> Any:
 def live_scale_of(spec: QuantSpec, xg: jax.Array, lay: _grid.Layout) -> jax.Array:
     """A live spec's scale of one leaf's grouped float32 view (``apply`` and export share it)."""
     _, qmax = _grid.qrange(spec.bits, symmetric=True, narrow_range=spec.narrow_range)
-    absmax = _fake_quant.abs_max(lax.stop_gradient(xg), lay.reduce_axes)
+    absmax = jnp.max(jnp.abs(lax.stop_gradient(xg)), axis=lay.reduce_axes, keepdims=True)
     return _fake_quant.symmetric_scale(absmax, qmax)
 
 
