@@ -169,6 +169,12 @@ def _run_worker(args: argparse.Namespace, seed: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _ci(values: list[float]) -> str:
+    """The median's 90% distribution-free confidence interval over sessions, as text."""
+    lo, hi = _harness.median_ci(values, 0.9)
+    return f"{lo:.3f}-{hi:.3f}"
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few rounds, one session (smoke test)")
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
             "paired_ratio": paired[name],
             "paired_min": min(p[name] for p in per_session),
             "paired_max": max(p[name] for p in per_session),
+            "paired_ci90": _ci([p[name] for p in per_session]),
             "cpu_median_ms": cpu_med[name] * 1e3,
             "cpu_ratio": cpu_ratios[name],
             "target": TARGETS.get(name, ""),
@@ -242,6 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "paired": statistics.median(per),
                 "paired_min": min(per),
                 "paired_max": max(per),
+                "paired_ci90": _ci(per),
                 "sessions_faster": f"{sum(v < 1 for v in per)}/{len(per)}",
                 "wall": timings[ours]["median_s"] / timings[theirs]["median_s"],
                 "cpu": cpu_med[ours] / cpu_med[theirs],
@@ -263,8 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
         "(process CPU seconds per step, all threads, same rounds) are steadier on a shared "
         "machine. `paired_ratio`: in each session the median over rounds of the variant's "
         "time over the float step's in the same round (a slow spell hits both); the median "
-        "over sessions (`paired_min` / `paired_max`: their range) is the figure the targets "
-        "apply to.",
+        "over sessions (`paired_min` / `paired_max`: their range; `paired_ci90`: a 90% "
+        "distribution-free confidence interval of that median, from the sessions' order "
+        "statistics) is the figure the targets apply to.",
         "",
         _harness.markdown_table(rows),
         "",
@@ -272,8 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
     if vs_qwix:
         md += [
             "Ours vs Qwix QAT on the same model, same run (< 1 means ours is faster; `paired`: "
-            "median over sessions of the per-round ratio, `sessions_faster`: sessions in which "
-            "ours was faster):",
+            "median over sessions of the per-round ratio, `paired_ci90`: its 90% confidence "
+            "interval, `sessions_faster`: sessions in which ours was faster):",
             "",
             _harness.markdown_table([{"pair": k, **v} for k, v in vs_qwix.items()]),
         ]

@@ -32,3 +32,14 @@ def test_time_interleaved_keeps_one_sample_per_round_in_order():
     assert t["a"]["rounds"] == 5 and len(t["a"]["samples_s"]) == 5
     assert calls[:2] == ["a", "b"] and calls.count("a") == calls.count("b") == 6
     assert t["a"]["p10_s"] <= t["a"]["median_s"] <= t["a"]["p90_s"]
+
+
+def test_median_ci_uses_the_binomial_order_statistics():
+    ten = [1.05, 1.01, 1.03, 1.02, 1.04, 1.00, 1.06, 1.07, 1.08, 1.09]
+    assert _harness.median_ci(ten) == (1.01, 1.08)  # ranks 2 and 9: coverage 97.9%
+    assert _harness.median_ci(ten, level=0.85) == (1.02, 1.07)  # ranks 3 and 8: 89.1%
+    twenty = [float(i) for i in range(20)]
+    assert _harness.median_ci(twenty) == (5.0, 14.0)  # ranks 6 and 15: coverage 95.9%
+    assert _harness.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few: the full range
+    with pytest.raises(ValueError, match="no values"):
+        _harness.median_ci([])
