@@ -33,7 +33,8 @@ def write_index() -> Path:
     """Builds results/README.md: one section per result, newest figures first in each."""
     parts = ["# Benchmark results", "", "Written by `python benchmarks/run_all.py`.", ""]
     rows = []
-    for js in sorted(RESULTS.glob("*.json")):
+    # smoke-run outputs (``--quick``, also written by the tests) are not results; git ignores them
+    for js in sorted(p for p in RESULTS.glob("*.json") if not p.stem.endswith("_quick")):
         try:
             env = json.loads(js.read_text()).get("environment", {})
         except json.JSONDecodeError:
@@ -44,7 +45,7 @@ def write_index() -> Path:
         )
     parts += ["| benchmark | date | backend | cpus | jax |", "|---|---|---|---|---|", *rows, ""]
     for md in sorted(RESULTS.glob("*.md")):
-        if md.name == "README.md":
+        if md.name == "README.md" or md.stem.endswith("_quick"):
             continue
         text = md.read_text().strip()
         if text.startswith("# "):

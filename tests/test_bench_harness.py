@@ -43,3 +43,16 @@ def test_median_ci_uses_the_binomial_order_statistics():
     assert _harness.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few: the full range
     with pytest.raises(ValueError, match="no values"):
         _harness.median_ci([])
+
+
+def test_results_index_leaves_out_smoke_runs(tmp_path, monkeypatch):
+    from benchmarks import run_all
+
+    for stem in ("quant_overhead", "quant_overhead_quick"):
+        (tmp_path / f"{stem}.json").write_text('{"environment": {"backend": "cpu"}}')
+        (tmp_path / f"{stem}.md").write_text(f"# {stem} table\n")
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    text = run_all.write_index().read_text()
+    assert "[quant_overhead](quant_overhead.md)" in text
+    assert "## quant_overhead table" in text
+    assert "quick" not in text  # git ignores *_quick results: a link would break in a clone
