@@ -100,6 +100,8 @@ def median_ci(values: list[float], level: float = 0.9) -> tuple[float, float]:
       >>> median_ci([1.05, 1.01, 1.03, 1.02, 1.04, 1.00, 1.06, 1.07, 1.08, 1.09])
       (1.01, 1.08)
     """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"median_ci: level must be in (0, 1), got {level!r}")
     x = sorted(values)
     n = len(x)
     if n == 0:

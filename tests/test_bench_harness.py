@@ -43,6 +43,8 @@ def test_median_ci_uses_the_binomial_order_statistics():
     assert _harness.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few: the full range
     with pytest.raises(ValueError, match="no values"):
         _harness.median_ci([])
+    with pytest.raises(ValueError, match="level must be in"):
+        _harness.median_ci(ten, level=1.0)
 
 
 def test_results_index_leaves_out_smoke_runs(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ numbers as fake-quantized activations times fake-quantized weights, to float rou
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -202,8 +203,16 @@ def lhs_scale(
     if absmax is not None:
         s = jnp.asarray(absmax, jnp.float32) / qmax
         return _fake_quant.safe_scale(jnp.reshape(s, (1,) * x.ndim) if s.ndim == 0 else s)
+    contract = tuple(contract)
+    if any(
+        isinstance(a, bool) or not isinstance(a, numbers.Integral) or not -x.ndim <= a < x.ndim
+        for a in contract
+    ):
+        raise ValueError(
+            f"lhs_scale: contract must hold axes of the rank-{x.ndim} operand, got {contract!r}"
+        )
     a = jnp.abs(lax.stop_gradient(x).astype(jnp.float32))  # non-finite rows: scale 1
-    axes = tuple(contract) if per_token else tuple(range(x.ndim))
+    axes = contract if per_token else tuple(range(x.ndim))
     return _fake_quant.safe_scale(jnp.max(a, axis=axes, keepdims=True) / qmax)
 
 

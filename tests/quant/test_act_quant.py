@@ -341,3 +341,11 @@ def test_nnx_dot_general_backward_operands():
     g = GA[:, :4]
     np.testing.assert_allclose(kernel_grad("original"), np.asarray(XA.T @ g), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(kernel_grad("quantized"), np.asarray(fq.T @ g), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("contract", [(2,), (-3,), (True,), ("1",)])
+def test_lhs_scale_rejects_bad_contracting_axes(contract):
+    with pytest.raises(ValueError, match=r"lhs_scale: contract .*rank-2"):
+        jc.quant.lhs_scale(jnp.ones((2, 3)), contract)
+    # numpy integer axes (as dimension numbers may carry) are accepted
+    assert jc.quant.lhs_scale(jnp.ones((2, 3)), (np.int64(1),)).shape == (2, 1)
