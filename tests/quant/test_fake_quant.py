@@ -102,9 +102,32 @@ def test_error_at_most_half_a_step_and_idempotent(x, bits, sym):
     x = jnp.asarray(x)
     y = _FQ[(bits, sym)](x)
     s = _SCALE[(bits, sym)](x)
-    # min-max calibration keeps every entry inside the range: error <= scale / 2
-    assert bool(jnp.all(jnp.abs(y - x) <= s / 2 * (1 + 1e-5) + 1e-6))
+    # min-max calibration keeps every entry inside the range: error <= scale / 2 (asymmetric:
+    # plus the zero-point tie's narrowing, (qmax - qmin) * 2**-20 steps, see range_params)
+    qmin, qmax = jc.quant.qrange(bits, symmetric=sym, narrow_range=True)
+    half = 0.5 if sym else 0.5 + (qmax - qmin) * 2.0**-20
+    assert bool(jnp.all(jnp.abs(y - x) <= s * half * (1 + 1e-5) + 1e-6))
     chex.assert_trees_all_close(_FQ[(bits, sym)](y), y, atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("m", [100.0, 1.0, 0.37, 3e-3])
+def test_asymmetric_zero_point_tie_idempotent(bits, m):
+    """Columns whose range is ``[-m, m]`` put the zero point on a tie (odd level count): the
+    range's inside end must round onto the grid's end, not a level inward, under jit as
+    eagerly, so quantizing again changes nothing and both grid ends are used."""
+    rng = np.random.default_rng(bits)
+    x = rng.uniform(-m, m, (6, 16)).astype(np.float32)
+    x[0], x[1] = -m, m
+    qmin, qmax = jc.quant.qrange(bits, symmetric=False, narrow_range=True)
+    s = 2 * m / (qmax - qmin)
+    for fq in (_FQ[(bits, False)], _FQ[(bits, False)].__wrapped__):
+        y = np.asarray(fq(jnp.asarray(x)))
+        # the same grid again (its scale to float rounding: a level moves by an ulp at most)
+        np.testing.assert_allclose(np.asarray(fq(jnp.asarray(y))), y, rtol=1e-6, atol=0)
+        # both ends of the grid are reached: the output spans qmax - qmin steps
+        np.testing.assert_allclose(y.max(0) - y.min(0), s * (qmax - qmin), rtol=1e-5)
+        assert np.all(np.abs(y - x) <= s * (0.5 + (qmax - qmin) * 2.0**-20) * (1 + 1e-6))
 
 
 def _mk(bits, sym):
