@@ -373,8 +373,9 @@ def minmax_params(
 
 # At a zero-point tie the grid is narrowed by this relative amount (see range_params).
 TIE_SHRINK = 2.0**-20
-# |zp - (qmin - lo / scale)| above 0.5 - TIE_MARGIN counts as a tie: float32 noise in the
-# levels of the range's ends (about 2**-22 of a level per level) stays far below it.
+# |zp - (qmin - lo / scale)| above 0.5 - TIE_MARGIN counts as a tie. float32 noise in the
+# level of a range end is about 2**-22 of that level's magnitude (<= 255): far below it, and
+# far below the 2**-20 relative move of TIE_SHRINK.
 TIE_MARGIN = 2.0**-10
 
 

@@ -217,3 +217,21 @@ def test_donated_train_steps_keep_static_bits():
     bits = jax.tree.leaves(jc.state_fields(state.compression, "bits"))
     assert [int(b) for b in bits] == [4, 4]
     assert int(state.step) == 3
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "ema"])
+def test_asymmetric_tie_columns_use_both_grid_ends_and_export_equals_view(calibration):
+    """Kernel columns ranging over ``[-m, m]`` (a zero-point tie at 4 bits, 15 steps): the
+    jitted training view and its export reach both ends of the grid in every column."""
+    rng = np.random.default_rng(0)
+    m = rng.uniform(0.01, 10.0, (1, 8)).astype(np.float32)
+    w = (rng.uniform(-1, 1, (16, 8)) * m).astype(np.float32)
+    w[0], w[1] = -m[0], m[0]
+    params = {"kernel": jnp.asarray(w)}
+    comp = jc.quant.qat(bits=4, symmetric=False, calibration=calibration)
+    state = jax.jit(comp.init)(params)
+    view = np.asarray(jax.jit(comp.apply)(params, state)["kernel"])
+    s = np.asarray(state.scale["kernel"])
+    np.testing.assert_allclose((view.max(0) - view.min(0)) / s[0], 15.0, rtol=1e-5)
+    exported = jc.quant.dequantize(jc.quant.quantize(params, state, comp)["kernel"])
+    np.testing.assert_array_equal(np.asarray(exported), view)
