@@ -349,3 +349,23 @@ def test_lhs_scale_rejects_bad_contracting_axes(contract):
         jc.quant.lhs_scale(jnp.ones((2, 3)), contract)
     # numpy integer axes (as dimension numbers may carry) are accepted
     assert jc.quant.lhs_scale(jnp.ones((2, 3)), (np.int64(1),)).shape == (2, 1)
+
+
+def test_dynamic_activation_scale_is_computed_once_per_token():
+    # `_fake_quant.safe_scale` materializes the per-token scale (CPU): the rounding fusion
+    # reads it instead of redoing the zero / non-finite check for every activation.
+    if jax.default_backend() != "cpu":
+        pytest.skip("the materialized scale is a CPU-only lowering")
+    import re
+
+    @jax.jit
+    def fwd(p, x):
+        with jc.flax.quantize_activations(8):
+            return MODEL.apply({"params": p}, x)
+
+    hlo = fwd.lower(PARAMS, X).compile().as_text()
+    bodies = re.findall(r"\n(%fused_computation[^\n]*\{\n.*?\n\})", hlo, flags=re.S)
+    rounding = [b for b in bodies if "round-nearest-even" in b]
+    assert rounding, hlo
+    for body in rounding:
+        assert "is-finite" not in body, body

@@ -289,3 +289,29 @@ def test_symmetric_kernel_matches_general_grid_at_the_boundaries(ste):
         if ste == "clipped":
             inside = np.asarray(g_b) != 0
             assert inside.any() and (~inside).any()  # both sides of every boundary exercised
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        (7,),
+        elements=st.floats(float(np.finfo(np.float32).tiny), float(np.float32(3e38)), width=32),
+    )
+)
+def test_materialize_is_the_identity_bit_for_bit(s):
+    s = jnp.asarray(s)
+    for got in (fq.materialize(s), jax.jit(fq.materialize)(s)):
+        np.testing.assert_array_equal(
+            np.asarray(got).view(np.uint32), np.asarray(s).view(np.uint32)
+        )
+    assert np.asarray(jax.grad(lambda a: fq.materialize(a).sum())(s)).tolist() == [1.0] * 7
+
+
+def test_safe_scale_same_values_eager_and_jitted():
+    # subnormal scales count as zero, eagerly and under jit alike
+    tiny = np.finfo(np.float32).tiny
+    s = jnp.array([0.0, -1.0, jnp.inf, jnp.nan, 1e-40, tiny, 0.25, 3e38], jnp.float32)
+    want = np.array([1.0, 1.0, 1.0, 1.0, 1.0, tiny, 0.25, 3e38], np.float32)
+    for got in (fq.safe_scale(s), jax.jit(fq.safe_scale)(s)):
+        np.testing.assert_array_equal(np.asarray(got).view(np.uint32), want.view(np.uint32))

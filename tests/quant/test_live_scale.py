@@ -1,5 +1,7 @@
 """Live min-max scales: computed in ``apply``, none stored, exact export, no STE mask."""
 
+import re
+
 import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
@@ -176,3 +178,25 @@ def test_non_finite_weight_inside_jit_stays_in_its_channel():
         good = comp.apply({"w": W}, state)["w"]
         np.testing.assert_array_equal(np.asarray(view[:, 1:]), np.asarray(good[:, 1:]))
         assert bool(jnp.isnan(view[0, 0])) == bool(jnp.isnan(bad_value))
+
+
+def _rounding_fusions(hlo: str) -> list[str]:
+    """The bodies of the compiled program's fused computations that round to the grid."""
+    bodies = re.findall(r"\n(%fused_computation[^\n]*\{\n.*?\n\})", hlo, flags=re.S)
+    return [b for b in bodies if "round-nearest-even" in b]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"bits": 4, "group_size": 16}])
+def test_the_scale_is_computed_once_not_per_weight(kwargs):
+    # XLA:CPU would fuse the scale's mantissa rounding and zero check into the fake-quant
+    # fusion and run it for every weight; `_fake_quant.materialize` keeps it scale-sized.
+    if jax.default_backend() != "cpu":
+        pytest.skip("the materialized scale is a CPU-only lowering")
+    comp = jc.quant.qat(**kwargs)
+    p = {"w": jax.random.normal(jax.random.key(0), (64, 32))}
+    state = comp.init(p)
+    hlo = jax.jit(lambda q: comp.apply(q, state)).lower(p).compile().as_text()
+    fusions = _rounding_fusions(hlo)
+    assert fusions, hlo
+    for body in fusions:
+        assert "bitcast-convert" not in body and "is-finite" not in body, body
