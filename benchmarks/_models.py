@@ -78,18 +78,20 @@ def compressed_step(state, x, y):
     return state.apply_gradients(grads=jax.grad(loss_fn)(state.trainables))
 
 
-def quant_step(act_bits: int | None, *, residuals: str = "original") -> Callable:
+def quant_step(
+    act_bits: int | None, *, residuals: str = "original", int_matmul: bool = False
+) -> Callable:
     """:func:`compressed_step`, with the forward under ``jc.flax.quantize_activations(act_bits)``.
 
     ``act_bits`` None (or 0): weights only, i.e. :func:`compressed_step` itself.
-    ``residuals``: see ``jc.flax.quantize_activations``.
+    ``residuals``, ``int_matmul``: see ``jc.flax.quantize_activations``.
     """
     if not act_bits:
         return compressed_step
 
     def step(state, x, y):
         def loss_fn(v):
-            with jc.flax.quantize_activations(act_bits, residuals=residuals):
+            with jc.flax.quantize_activations(act_bits, residuals=residuals, int_matmul=int_matmul):
                 logits = state.apply_fn({"params": state.compress(v)}, x)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 

@@ -4,10 +4,14 @@ MLP 784-512-512-10, batch 256, adam, one jitted train step per variant (``jc.fla
 for ours, a plain linen TrainState for Qwix), timed in interleaved rounds (medians).
 Variants: float; int8 per-channel weights (live min-max scales, the default); the same with
 stored scales refreshed by ``update`` (``live_scale=False``, clipped STE); int4 per-group
-weights (group 128, 112 for the 784-input layer); w8a8 (int8 per-channel weights + dynamic
-per-token int8 activations; the kernel gradients from the original activations, the
-default, and ``w8a8_quantized_residuals`` from the fake-quantized ones); Qwix QAT
-(``QtProvider``) int8 weights and w8a8 on the same model in the same run.
+weights (group 128, 112 for the 784-input layer); w8a8, int8 per-channel weights + dynamic
+per-token int8 activations, three ways: ``w8a8`` (``quantize_activations(8,
+int_matmul=True)``: the forward on int8 x int8 -> int32 matmuls, the kernels quantized in
+the layer, as Qwix's quantized training does), ``w8a8_qat_kernels`` (the same with
+``qat(bits=8)`` kernels: quantized twice) and ``w8a8_fake_quant`` (``qat(bits=8)`` kernels,
+fake-quantized activations, float matmuls); all with straight-through gradients and the
+kernel gradients from the original activations. Qwix QAT (``QtProvider``) int8 weights and
+w8a8 on the same model in the same run.
 Every step donates its train state (``donate_argnums=0``, params copied per variant), as a
 training loop does; ``--no-donate`` measures without.
 
@@ -52,7 +56,9 @@ def _jit(step, donate):
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
-def ours_step(model, params, comp, act_bits, x, y, donate=True, residuals="original"):
+def ours_step(
+    model, params, comp, act_bits, x, y, donate=True, residuals="original", int_matmul=False
+):
     state = jc.flax.TrainState.create(
         apply_fn=model.apply,
         params=jax.tree.map(jnp.copy, params),  # own buffers: the step donates them
@@ -60,7 +66,8 @@ def ours_step(model, params, comp, act_bits, x, y, donate=True, residuals="origi
         compressor=comp,
     )
 
-    return state, _jit(_models.quant_step(act_bits, residuals=residuals), donate)
+    step = _models.quant_step(act_bits, residuals=residuals, int_matmul=int_matmul)
+    return state, _jit(step, donate)
 
 
 def qwix_step(model, x, y, act_qtype, donate=True):
@@ -105,10 +112,9 @@ def _variants(donate: bool, seed: int) -> dict:
             donate,
         ),
         "int4_group": lambda: ours_step(model, params, int4_group, None, x, y, donate),
-        "w8a8": lambda: ours_step(model, params, q8, 8, x, y, donate),
-        "w8a8_quantized_residuals": lambda: ours_step(
-            model, params, q8, 8, x, y, donate, residuals="quantized"
-        ),
+        "w8a8": lambda: ours_step(model, params, jc.identity(), 8, x, y, donate, int_matmul=True),
+        "w8a8_qat_kernels": lambda: ours_step(model, params, q8, 8, x, y, donate, int_matmul=True),
+        "w8a8_fake_quant": lambda: ours_step(model, params, q8, 8, x, y, donate),
     }
     if _qwix_version():
         builders["qwix_int8"] = lambda: qwix_step(model, x, y, None, donate)
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         for ours, theirs in (
             ("int8", "qwix_int8"),
             ("w8a8", "qwix_w8a8"),
-            ("w8a8_quantized_residuals", "qwix_w8a8"),
+            ("w8a8_qat_kernels", "qwix_w8a8"),
         ):
             per = [_harness.paired_ratios(t, theirs)[ours] for t in stats]
             vs_qwix[f"{ours} / {theirs}"] = {

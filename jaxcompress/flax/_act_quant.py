@@ -6,9 +6,10 @@ are quantized where they enter a layer:
 * linen: :func:`quantize_activations` is a context manager around ``model.apply`` that
   intercepts the ``__call__`` of the chosen module types (``nn.intercept_methods``) and
   fake-quantizes their input (dynamic per-token scales, or static calibrated ranges from
-  :func:`calibrate_activations`). With ``int_matmul=True``, or when a ``Dense`` kernel is an
-  exported :class:`jaxcompress.quant.QArray`, the ``Dense`` runs a real int8 x int8 -> int32
-  ``lax.dot_general`` instead.
+  :func:`calibrate_activations`). With ``int_matmul=True`` the ``Dense`` runs a real
+  int8 x int8 -> int32 ``lax.dot_general`` in the forward, with straight-through gradients
+  (w8a8 training on integers); an exported :class:`jaxcompress.quant.QArray` kernel always
+  runs on integers (inference).
 * NNX: :func:`quantized_dot_general` returns a function with ``lax.dot_general``'s signature
   for the ``dot_general=`` argument of ``nnx.Linear`` / ``nnx.Einsum`` / ``nnx.LinearGeneral``.
 """
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcompress.quant import _calibration, _fake_quant, _grid, _intmm
+from jaxcompress.quant import _calibration, _fake_quant, _grid, _intmm, _intmm_ste
 from jaxcompress.quant._export import QArray
 
 _DEFAULT_MODULES = (nn.Dense,)
@@ -40,27 +41,32 @@ def _check_act_bits(bits: Any, where: str) -> None:
         raise ValueError(f"{where}: bits must be an integer in 2..8, got {bits!r}")
 
 
-def _int_dense(module: nn.Dense, x: jax.Array, kernel: Any, *, bits, per_token, absmax):
-    """A linen Dense on integers: exported QArray kernel, or a float kernel quantized int8."""
-    if not isinstance(kernel, QArray):
-        w = jnp.asarray(kernel, jnp.float32)
-        sw = _fake_quant.safe_scale(jnp.max(jnp.abs(w), axis=0, keepdims=True) / 127.0)
-        qw = jnp.clip(_fake_quant.grid_levels(w, sw, None), -127, 127)
-        kernel = QArray(
-            values=qw.astype(jnp.int8),
-            scale=sw,
-            zero_point=None,
-            bits=8,
-            kind="grid",
-            qmin=-127,
-            shape=tuple(w.shape),
-            grouped_shape=tuple(w.shape),
-            dtype="float32",
+def _int_dense(
+    module: nn.Dense, x: jax.Array, kernel: Any, *, bits, per_token, absmax, ste, residuals
+):
+    """A linen Dense on integers: an exported QArray kernel (inference), or a float kernel
+    quantized to int8 per output channel in the forward (:func:`jc.quant.int8_matmul`, with
+    straight-through gradients)."""
+    bias = module.get_variable("params", "bias") if module.use_bias else None
+    if isinstance(kernel, QArray):
+        y = _intmm.qdot(x, kernel, act_bits=bits, per_token=per_token, act_absmax=absmax)
+        dtype = module.dtype or x.dtype
+    else:
+        x, kernel, bias = module.promote_dtype(x, kernel, bias, dtype=module.dtype)
+        y = _intmm_ste.int8_matmul(
+            x,
+            kernel,
+            (((x.ndim - 1,), (0,)), ((), ())),
+            bits=bits,
+            per_token=per_token,
+            absmax=absmax,
+            ste=ste,
+            residuals=residuals,
+            precision=module.precision,
         )
-    dtype = module.dtype or x.dtype
-    y = _intmm.qdot(x, kernel, act_bits=bits, per_token=per_token, act_absmax=absmax)
-    if module.use_bias:
-        y = y + jnp.reshape(module.get_variable("params", "bias"), (1,) * (y.ndim - 1) + (-1,))
+        dtype = y.dtype
+    if bias is not None:
+        y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
     return y.astype(dtype)
 
 
@@ -121,18 +127,26 @@ def quantize_activations(
     forward, what other module types and ``Dense`` layers with their own ``dot_general``
     always get); see :func:`jaxcompress.quant.fake_quant_lhs_dot`.
 
-    Integer inference: with ``int_matmul=True``, or when a ``Dense`` kernel in the variables
-    is an exported :class:`~jaxcompress.quant.QArray` (``jc.quant.quantize``), the ``Dense``
-    computes ``int8 x int8 -> int32`` with ``lax.dot_general`` and rescales once (no
-    gradient: inference only).
+    Integer matmuls: with ``int_matmul=True`` a plain ``Dense`` (no ``dot_general`` of its
+    own) computes its forward as ``int8 x int8 -> int32`` with ``lax.dot_general`` and
+    rescales once (:func:`jaxcompress.quant.int8_matmul`): the activations as above, the
+    kernel quantized to int8 per output channel on the grid of ``jc.quant.qat(bits=8)``. The
+    gradients are straight-through (``d x = g W^T``, ``d W = x^T g``), so this trains: it is
+    w8a8 QAT with the forward on integers, faster than fake quantization where the CPU or
+    accelerator has int8 matrix units. The weights need no compressor for it (a ``qat(bits=8)``
+    view keeps its levels exactly but is quantized twice, which is slower); export with a
+    ``qat(bits=8)`` compressor gives the integers the model trained with. A ``Dense`` whose
+    kernel is an exported :class:`~jaxcompress.quant.QArray` (``jc.quant.quantize``) always
+    runs on integers (inference: no gradient).
 
     Args:
       bits: activation bit width, 2..8.
       per_token: dynamic scales per token (else one per tensor).
       ranges: ``{layer path: absmax}`` static ranges, e.g. from
         :func:`calibrate_activations`; every intercepted layer needs one.
-      int_matmul: run ``Dense`` layers as real integer matmuls (float kernels are quantized
-        to int8 per output channel on the fly).
+      int_matmul: run plain ``Dense`` layers' forward as real integer matmuls (float
+        kernels quantized to int8 per output channel on the fly; straight-through
+        gradients).
       modules: the module types whose input is quantized (the input is the first positional
         argument of ``__call__``); ``Dense`` by default.
       exclude: a regex of layer paths (``re.fullmatch``, e.g. ``"Dense_2"``) left in float.
@@ -193,8 +207,17 @@ def quantize_activations(
         x = args[0]
         if isinstance(module, nn.Dense):
             kernel = module.get_variable("params", "kernel")
-            if int_matmul or isinstance(kernel, QArray):
-                return _int_dense(module, x, kernel, bits=bits, per_token=per_token, absmax=absmax)
+            if isinstance(kernel, QArray) or (int_matmul and _plain_dense(module, kernel)):
+                return _int_dense(
+                    module,
+                    x,
+                    kernel,
+                    bits=bits,
+                    per_token=per_token,
+                    absmax=absmax,
+                    ste=ste,
+                    residuals=residuals,
+                )
             if residuals == "original" and _plain_dense(module, kernel):
                 return _fq_dense(
                     module, x, kernel, bits=bits, per_token=per_token, absmax=absmax, ste=ste
@@ -332,16 +355,17 @@ def quantized_dot_general(
     over its contracting axes), or with a static calibrated ``absmax``. The right operand
     (the kernel) is whatever the layer holds: quantize the weights with ``jc.quant.qat`` on
     the ``nnx.split`` params. With ``int_matmul=True`` both operands become int8 (the kernel
-    per output channel, on the fly) and ``lax.dot_general`` accumulates in int32 (inference).
-    The backward forms the kernel gradient from the original activations
-    (``residuals="original"``, the default) or the fake-quantized ones (``"quantized"``); see
-    :func:`jaxcompress.quant.fake_quant_lhs_dot`.
+    per output channel, on the fly, on ``qat(bits=8)``'s grid) and ``lax.dot_general``
+    accumulates in int32, with straight-through gradients (training and inference: see
+    :func:`jaxcompress.quant.int8_matmul`). The backward forms the kernel gradient from the
+    original activations (``residuals="original"``, the default) or the fake-quantized ones
+    (``"quantized"``); see :func:`jaxcompress.quant.fake_quant_lhs_dot`.
 
     Args:
       bits: activation bit width, 2..8.
       per_token: dynamic scales per token (else one per tensor).
       absmax: a static calibrated activation range (scalar).
-      int_matmul: real int8 x int8 -> int32 matmul (no gradient).
+      int_matmul: real int8 x int8 -> int32 forward matmul (straight-through backward).
       ste: ``"clipped"`` or ``"identity"``.
       residuals: ``"original"`` or ``"quantized"`` (the activations of the kernel gradient).
 
@@ -368,7 +392,7 @@ def quantized_dot_general(
         raise ValueError(
             f"quantized_dot_general: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
         )
-    qmax = _intmm._act_qmax(bits)
+    _intmm._act_qmax(bits)
 
     def fn(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
         (lc, rc), (lb, rb) = dimension_numbers
@@ -388,19 +412,17 @@ def quantized_dot_general(
             )
         if lb or rb:
             raise ValueError("quantized_dot_general: int_matmul does not support batch dims")
-        sx = _intmm.lhs_scale(lhs, lc, bits, per_token=per_token, absmax=absmax)
-        lo, hi = jnp.float32(-qmax), jnp.float32(qmax)
-        qx = jnp.clip(_fake_quant.grid_levels(lhs.astype(jnp.float32), sx, None), lo, hi)
-        qx = qx.astype(jnp.int8)
-        w = rhs.astype(jnp.float32)
-        sw = _fake_quant.safe_scale(jnp.max(jnp.abs(w), axis=tuple(rc), keepdims=True) / 127.0)
-        qw = jnp.clip(_fake_quant.grid_levels(w, sw, None), -127, 127).astype(jnp.int8)
-        acc = _intmm.int8_dot_general(qx, qw, dimension_numbers).astype(jnp.float32)
-        lhs_free = [d for i, d in enumerate(lhs.shape) if i not in lc]
-        rhs_free = [d for i, d in enumerate(rhs.shape) if i not in rc]
-        sx_o = sx.reshape([d for i, d in enumerate(sx.shape) if i not in lc] + [1] * len(rhs_free))
-        sw_o = sw.reshape([1] * len(lhs_free) + [d for i, d in enumerate(sw.shape) if i not in rc])
-        out_dtype = preferred_element_type or jnp.result_type(lhs.dtype, rhs.dtype)
-        return (acc * sx_o * sw_o).astype(out_dtype)
+        return _intmm_ste.int8_matmul(
+            lhs,
+            rhs,
+            dimension_numbers,
+            bits=bits,
+            per_token=per_token,
+            absmax=absmax,
+            ste=ste,
+            residuals=residuals,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
 
     return fn

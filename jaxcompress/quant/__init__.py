@@ -18,6 +18,7 @@ from jaxcompress.quant._intmm import (
     qdot,
     quantize_activation,
 )
+from jaxcompress.quant._intmm_ste import int8_matmul
 from jaxcompress.quant._ptq import ptq
 from jaxcompress.quant._qat import QATState, QuantSpec, qat
 
@@ -33,6 +34,7 @@ __all__ = [
     "fake_quant_lhs_dot",
     "fake_quant_symmetric",
     "int8_dot_general",
+    "int8_matmul",
     "is_qarray",
     "kth_largest",
     "lhs_scale",

@@ -162,9 +162,12 @@ def test_nnx_dot_general_w8a8(int_matmul):
     h = jax.nn.relu(jc.quant.fake_quant_activation(X, 8) @ k1 + b1[None])
     ref = jc.quant.fake_quant_activation(h, 8) @ k2 + b2[None]
     np.testing.assert_allclose(np.asarray(y), np.asarray(ref), rtol=1e-4, atol=1e-5)
-    if not int_matmul:
-        g = jax.grad(lambda p: jnp.sum(fwd(p, X) ** 2))(params)
-        assert all(bool(jnp.any(x != 0)) for x in jax.tree.leaves(g))
+    # both train: the int8 forward has straight-through gradients too
+    g = jax.grad(lambda p: jnp.sum(fwd(p, X) ** 2))(params)
+    assert all(bool(jnp.any(x != 0)) for x in jax.tree.leaves(g))
+    if int_matmul:
+        jaxpr = str(jax.make_jaxpr(fwd)(params, X))
+        assert jaxpr.count("preferred_element_type=int32") == 2
 
 
 # ---------------------------------------------------------------------------------------
