@@ -4,8 +4,7 @@ MLP 784-512-512-10 (``jc.workloads.MLP``), adam, batch 128, the same schedule fo
 variant, trained from scratch with ``jc.flax.TrainState``; kernels are quantized, biases stay
 float. Test accuracy is measured on the *exported* model: ``jc.quant.quantize`` to integer
 ``QArray``s, then the model runs on ``jc.quant.dequantize`` of them (equal to the training
-forward); the w8a8 rows run the real int8 x int8 -> int32 Dense path (``w8a8`` trains on it
-too: ``quantize_activations(8, int_matmul=True)``).
+forward); the w8a8 row runs the real int8 x int8 -> int32 Dense path.
 
 Targets (drop vs float, percentage points): int8 <= 0.2, int4 <= 0.5, int2-LSQ <= 2.
 
@@ -32,26 +31,19 @@ TARGETS = {"int8": 0.2, "int4_group": 0.5, "int2_lsq": 2.0}
 
 def variants():
     int4 = _models.int4_group()
-    q8 = _models.kernels(jc.quant.qat(bits=8))
-    # name -> (compressor, activation bits, residuals, int_matmul) of the training step
+    # name -> (compressor, activation bits, residuals of the activation quantization)
     return {
-        "float": (jc.identity(), None, "original", False),
-        "int8": (q8, None, "original", False),
-        "int4_group": (int4, None, "original", False),
-        "int2_lsq": (
-            _models.kernels(jc.quant.qat(bits=2, learn_scale=True)),
-            None,
-            "original",
-            False,
-        ),
-        "binary": (_models.kernels(jc.quant.qat(bits="binary")), None, "original", False),
-        "w8a8": (jc.identity(), 8, "original", True),
-        "w8a8_fake_quant": (q8, 8, "original", False),
-        "w8a8_fake_quant_quantized_residuals": (q8, 8, "quantized", False),
+        "float": (jc.identity(), None, "original"),
+        "int8": (_models.kernels(jc.quant.qat(bits=8)), None, "original"),
+        "int4_group": (int4, None, "original"),
+        "int2_lsq": (_models.kernels(jc.quant.qat(bits=2, learn_scale=True)), None, "original"),
+        "binary": (_models.kernels(jc.quant.qat(bits="binary")), None, "original"),
+        "w8a8": (_models.kernels(jc.quant.qat(bits=8)), 8, "original"),
+        "w8a8_quantized_residuals": (_models.kernels(jc.quant.qat(bits=8)), 8, "quantized"),
     }
 
 
-def train(name, comp, act_bits, ds, *, epochs, lr, residuals="original", int_matmul=False, seed=0):
+def train(name, comp, act_bits, ds, *, epochs, lr, residuals="original", seed=0):
     model = jc.workloads.MLP(FEATURES)
     params = model.init(jax.random.key(seed), jnp.zeros((1, 784)))["params"]
     steps_per_epoch = len(ds.x_train) // BATCH
@@ -60,7 +52,7 @@ def train(name, comp, act_bits, ds, *, epochs, lr, residuals="original", int_mat
         apply_fn=model.apply, params=params, tx=optax.adam(sched), compressor=comp
     )
 
-    step = jax.jit(_models.quant_step(act_bits, residuals=residuals, int_matmul=int_matmul))
+    step = jax.jit(_models.quant_step(act_bits, residuals=residuals))
 
     t0 = time.perf_counter()
     for xb, yb in jc.workloads.batches(ds.x_train, ds.y_train, BATCH, seed=seed, epochs=epochs):
@@ -69,16 +61,11 @@ def train(name, comp, act_bits, ds, *, epochs, lr, residuals="original", int_mat
     train_s = time.perf_counter() - t0
 
     # Evaluate the exported model (integers), not the float params.
-    if name == "float":
+    if isinstance(comp, type(jc.identity())) and name == "float":
         eval_params = state.params
         qbytes = sum(x.nbytes for x in jax.tree.leaves(state.params))
     else:
-        if int_matmul and isinstance(comp, type(jc.identity())):
-            # the kernels were quantized in the layers (qat(bits=8)'s grid): export with it
-            comp = _models.kernels(jc.quant.qat(bits=8))
-            qparams = jc.quant.quantize(state.params, comp.init(state.params), comp)
-        else:
-            qparams = jc.quant.quantize(state.params, state.compression, comp)
+        qparams = jc.quant.quantize(state.params, state.compression, comp)
         qbytes = sum(
             (x.nbytes if jc.quant.is_qarray(x) else int(x.nbytes))
             for x in jax.tree.leaves(qparams, is_leaf=jc.quant.is_qarray)
@@ -114,21 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
         ds = ds._replace(x_train=ds.x_train[:n], y_train=ds.y_train[:n])
     rows = []
     quick_names = ("float", "int8", "int2_lsq")
-    for name, (comp, act_bits, residuals, int_matmul) in variants().items():
+    for name, (comp, act_bits, residuals) in variants().items():
         if args.quick and name not in quick_names:
             continue
-        rows.append(
-            train(
-                name,
-                comp,
-                act_bits,
-                ds,
-                epochs=epochs,
-                lr=args.lr,
-                residuals=residuals,
-                int_matmul=int_matmul,
-            )
-        )
+        rows.append(train(name, comp, act_bits, ds, epochs=epochs, lr=args.lr, residuals=residuals))
         print(rows[-1], flush=True)
     quick_note = " on 512 examples, 3 variants (quick)" if args.quick else ""
     base = rows[0]["test_acc"]
@@ -144,12 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
         "accuracy of the exported integer model. Kernels quantized, biases float. int4: per "
         "group of 128 (112 for the 784-input layer); int2-LSQ: learned step sizes per output "
         "channel; binary: sign(w) * mean|w| per output channel; w8a8: int8 weights and "
-        "dynamic per-token int8 activations, evaluated on the int8 x int8 -> int32 path; "
-        "`w8a8` trained on that path too (`quantize_activations(8, int_matmul=True)`, the "
-        "kernels quantized in the layers, exported with `qat(bits=8)`), `w8a8_fake_quant` "
-        "with `qat(bits=8)` kernels and fake-quantized activations (float matmuls); the "
-        "kernel gradients from the original activations, or from the fake-quantized ones "
-        "(`..._quantized_residuals`).",
+        "dynamic per-token int8 activations, evaluated on the int8 x int8 -> int32 path "
+        "(trained with the kernel gradients from the original activations, the default; "
+        "`w8a8_quantized_residuals`: from the fake-quantized ones).",
         "",
         _harness.markdown_table(
             rows,

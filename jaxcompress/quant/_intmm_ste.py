@@ -13,15 +13,17 @@ The backward is the straight-through estimator applied to the whole quantized ma
 ``d rhs = lhs^T g`` from the original activations (``residuals="original"``) or from the
 dequantized int8 ones (``"quantized"``; only the int8 levels are kept for the backward).
 
-The scales skip ``_fake_quant.materialize`` here: XLA computes
-``1 / scale`` in one small fusion and recomputes the scale inside the rescaling fusion, which
-is cheaper than a second small fusion for a consumer of only ``tokens x out`` entries
-(measured in ``benchmarks/quant_overhead.py``, as Qwix's quantized training lowers).
+The activations' scales skip ``_fake_quant.materialize``: XLA computes ``1 / scale`` in one
+small fusion and recomputes the scale (three ops) inside the rescaling fusion, which is
+cheaper than a second small fusion (as Qwix's quantized training lowers). The weights' scales,
+whose mantissa rounding costs more, are materialized (measured with
+``benchmarks/quant_overhead.py``).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -32,6 +34,8 @@ from jax import lax
 from jaxcompress.quant import _fake_quant, _grid, _intmm
 
 WEIGHT_QMAX = 127  # int8 narrow range, the grid of qat(bits=8)
+_DROP = max(2, WEIGHT_QMAX.bit_length())  # symmetric_scale's mantissa rounding for 127
+MAX_TERMS = (2**31 - 1) // (127 * 127)  # contraction length the int32 accumulator holds exactly
 
 
 class _Spec(NamedTuple):
@@ -58,8 +62,8 @@ def weight_levels(rhs: jax.Array, contract: Sequence[int]) -> tuple[jax.Array, j
 
     The scale is ``symmetric_scale(max|rhs| over the contracting axes, 127)``, so a kernel
     already fake-quantized by ``jc.quant.qat(bits=8)`` gets its own levels back exactly.
-    A channel with a non-finite weight gets a NaN scale (its outputs become NaN; its levels
-    are meaningless).
+    A channel with a non-finite weight gets an infinite scale: its levels are 0 and its
+    outputs NaN.
 
     Example:
       >>> import jax.numpy as jnp
@@ -72,16 +76,34 @@ def weight_levels(rhs: jax.Array, contract: Sequence[int]) -> tuple[jax.Array, j
     """
     w = lax.stop_gradient(rhs).astype(jnp.float32)
     absmax = jnp.max(jnp.abs(w), axis=tuple(contract), keepdims=True)
-    scale = _fake_quant.symmetric_scale(absmax, WEIGHT_QMAX, nonfinite=jnp.nan, materialized=False)
+    # symmetric_scale's rounding of absmax / 127 (the same expression, so the same result
+    # eagerly and under jit), with every NaN pattern mapped to +inf first (a NaN payload
+    # could otherwise carry into a finite pattern)
+    s = absmax / float(WEIGHT_QMAX)
+    bits_ = jnp.minimum(lax.bitcast_convert_type(s, jnp.uint32), jnp.uint32(0x7F800000))
+    s = _fake_quant.round_scale_mantissa(lax.bitcast_convert_type(bits_, jnp.float32), _DROP)
+    # Materialized (unlike the activations' scale): the rescaling fusions would otherwise
+    # redo the mantissa rounding for every output entry (measured: ~0.7% of the MLP step).
+    scale = _fake_quant.materialize(_finite_or_inf(s))
     # No clip: with the channel's own min-max scale |w / scale| <= 127 (1 + 2**-16) rounds
-    # to at most 127. A NaN scale (a non-finite weight) makes the channel's levels
-    # meaningless and its outputs NaN: an int8 x int8 product only mixes a row of the
-    # activations with a column of the weights.
+    # to at most 127.
     return _fake_quant.grid_levels(w, scale, None).astype(jnp.int8), scale
 
 
+def _finite_or_inf(s: jax.Array) -> jax.Array:
+    """Scales below the smallest normal float32 become 1; an infinite or NaN one stays.
+
+    A non-finite scale needs no select of its own: ``1 / s`` is 0 (or NaN), so its token's
+    or channel's levels are 0 (XLA converts NaN to integer 0), and the rescaled outputs are
+    ``0 * s``: NaN. (An int8 x int8 product only mixes a row of the activations with a
+    column of the weights.) Three ops per entry where XLA recomputes the scale inside the
+    rescaling fusion, as few as Qwix's.
+    """
+    return jnp.where(s < _fake_quant._TINY, jnp.ones_like(s), s)
+
+
 def _act_levels(lhs, contract, bits, per_token, absmax):
-    """The activations' int8 levels and scale (NaN for a token with a non-finite entry)."""
+    """The activations' int8 levels and scale (infinite for a token with a NaN / Inf)."""
     qmax = _intmm._act_qmax(bits)
     x = lax.stop_gradient(lhs).astype(jnp.float32)
     # max|x| per token: the dynamic scale's source, and (also for static ranges) how a
@@ -89,12 +111,12 @@ def _act_levels(lhs, contract, bits, per_token, absmax):
     axes = tuple(contract) if per_token or absmax is not None else tuple(range(x.ndim))
     amax = jnp.max(jnp.abs(x), axis=axes, keepdims=True)
     if absmax is None:
-        scale = jnp.where(jnp.isfinite(amax), _fake_quant.usable_scale(amax / qmax), jnp.nan)
+        scale = _finite_or_inf(amax / qmax)
         # no clip: the scale comes from these very values, |x / scale| <= qmax (1 + 3 eps)
         q = _fake_quant.grid_levels(x, scale, None)
     else:
         static = jnp.reshape(_fake_quant.usable_scale(absmax / qmax), (1,) * x.ndim)
-        scale = jnp.where(jnp.isfinite(amax), static, jnp.nan)
+        scale = jnp.where(jnp.isfinite(amax), static, jnp.inf)
         q = jnp.clip(_fake_quant.grid_levels(x, scale, None), -qmax, qmax)
     return q.astype(jnp.int8), scale
 
@@ -192,7 +214,8 @@ def int8_matmul(
       The ``dot_general`` result.
 
     Raises:
-      ValueError: for bad arguments, batch dimensions, or contracting axes out of range.
+      ValueError: for bad arguments, batch dimensions, contracting axes out of range, or a
+        contraction longer than ``MAX_TERMS`` (133,144: the int32 accumulator would overflow).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -224,6 +247,12 @@ def int8_matmul(
             raise ValueError(
                 f"int8_matmul: {name} contracting axes must lie in 0..{nd - 1}, got {axes}"
             )
+    terms = math.prod(lhs.shape[a] for a in lc)
+    if terms > MAX_TERMS:
+        raise ValueError(
+            f"int8_matmul: {terms} contracted terms could overflow the int32 accumulator "
+            f"(at most {MAX_TERMS}: 127 * 127 * terms < 2**31)"
+        )
     for name, a in (("lhs", lhs), ("rhs", rhs)):
         if not jnp.issubdtype(a.dtype, jnp.floating):
             raise TypeError(f"int8_matmul: {name} must be a float array, got {a.dtype}")

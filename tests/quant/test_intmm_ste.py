@@ -69,6 +69,19 @@ def test_a_qat8_view_keeps_its_levels_and_exports_to_them():
     )
 
 
+def test_weight_scales_are_qat8_scales_eagerly_and_under_jit():
+    from jaxcompress.quant import _fake_quant
+
+    mags = jnp.logspace(-30, 30, 64, dtype=jnp.float32)
+    w = jax.random.normal(jax.random.key(7), (16, 64)) * mags[None]
+    want = _fake_quant.symmetric_scale(jnp.max(jnp.abs(w), axis=0, keepdims=True), 127)
+    for fn in (_intmm_ste.weight_levels, jax.jit(_intmm_ste.weight_levels, static_argnums=1)):
+        _, s = fn(w, (0,))
+        np.testing.assert_array_equal(
+            np.asarray(s).view(np.uint32), np.asarray(want).view(np.uint32)
+        )
+
+
 @pytest.mark.parametrize("residuals", ["original", "quantized"])
 @pytest.mark.parametrize("absmax", [None, 1.5])
 def test_gradients_are_the_straight_through_ones_of_the_fake_quant_matmul(residuals, absmax):
@@ -142,6 +155,14 @@ def test_bf16_operands_stay_bf16():
 def test_bad_arguments(kwargs, err, match):
     with pytest.raises(err, match=match):
         jc.quant.int8_matmul(X, W, **kwargs)
+
+
+def test_a_contraction_the_int32_accumulator_cannot_hold_is_an_error():
+    n = _intmm_ste.MAX_TERMS + 1
+    x, w = jax.ShapeDtypeStruct((2, n), jnp.float32), jax.ShapeDtypeStruct((n, 3), jnp.float32)
+    with pytest.raises(ValueError, match="overflow"):
+        jax.eval_shape(jc.quant.int8_matmul, x, w)
+    jax.eval_shape(jc.quant.int8_matmul, x.update(shape=(2, n - 1)), w.update(shape=(n - 1, 3)))
 
 
 def test_integer_operands_are_a_type_error():
