@@ -373,7 +373,8 @@ def quantized_dot_general(
       ``fn(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None)``.
 
     Raises:
-      ValueError: for bad arguments; with ``int_matmul``, for batch dimensions.
+      ValueError: for bad arguments; with ``int_matmul``, for batch dimensions (raised by
+        :func:`jaxcompress.quant.int8_matmul`).
 
     Example:
       >>> import jax, jax.numpy as jnp, flax.nnx as nnx, jaxcompress as jc
@@ -392,27 +393,11 @@ def quantized_dot_general(
         raise ValueError(
             f"quantized_dot_general: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
         )
-    _intmm._act_qmax(bits)
 
     def fn(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
-        (lc, rc), (lb, rb) = dimension_numbers
-        if not int_matmul:
-            return _intmm.fake_quant_lhs_dot(
-                lhs,
-                rhs,
-                dimension_numbers,
-                bits=bits,
-                per_token=per_token,
-                absmax=absmax,
-                ste=ste,
-                residuals=residuals,
-                precision=precision,
-                preferred_element_type=preferred_element_type,
-                **kw,
-            )
-        if lb or rb:
-            raise ValueError("quantized_dot_general: int_matmul does not support batch dims")
-        return _intmm_ste.int8_matmul(
+        # int8_matmul rejects batch dimensions itself; the float path takes dot_general's kwargs
+        matmul = _intmm_ste.int8_matmul if int_matmul else _intmm.fake_quant_lhs_dot
+        return matmul(
             lhs,
             rhs,
             dimension_numbers,
@@ -423,6 +408,7 @@ def quantized_dot_general(
             residuals=residuals,
             precision=precision,
             preferred_element_type=preferred_element_type,
+            **({} if int_matmul else kw),
         )
 
     return fn

@@ -284,23 +284,20 @@ def usable_scale(s: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(s) & (s >= _TINY), s, jnp.ones_like(s))
 
 
-def safe_scale(s: jax.Array, *, nonfinite: float = 1.0) -> jax.Array:
+def safe_scale(s: jax.Array) -> jax.Array:
     """Scales that are non-finite, 0 or below the smallest normal float32 become 1.
 
     All-zero channels get scale 1 (no division by zero); so do channels so small that their
     scale would be subnormal: XLA:CPU flushes subnormals to zero, and ``1 / s`` would
-    overflow anyway. Such a channel quantizes to zeros. ``nonfinite=jnp.nan`` makes the
-    scale of a non-finite ``s`` NaN instead (to poison that channel's outputs). The result
-    goes through :func:`materialize`: computed once per scale.
+    overflow anyway. Such a channel quantizes to zeros. The result goes through
+    :func:`materialize`: computed once per scale.
 
     Example:
       >>> import jax.numpy as jnp
       >>> safe_scale(jnp.array([0.5, 0.0, jnp.inf, 1e-40])).tolist()
       [0.5, 1.0, 1.0, 1.0]
     """
-    if nonfinite == 1.0:
-        return materialize(usable_scale(s))
-    return materialize(jnp.where(jnp.isfinite(s), usable_scale(s), nonfinite))
+    return materialize(usable_scale(s))
 
 
 def round_scale_mantissa(s: jax.Array, drop: int) -> jax.Array:
@@ -320,9 +317,7 @@ def round_scale_mantissa(s: jax.Array, drop: int) -> jax.Array:
     return lax.bitcast_convert_type((u + half) & keep, jnp.float32)
 
 
-def symmetric_scale(
-    absmax: jax.Array, qmax: int, *, nonfinite: float = 1.0, materialized: bool = True
-) -> jax.Array:
+def symmetric_scale(absmax: jax.Array, qmax: int) -> jax.Array:
     """The symmetric min-max scale ``absmax / qmax``, in a form export can read back exactly.
 
     The quotient is rounded to ``24 - k`` significant bits, ``k = max(2, bit_length(qmax))``
@@ -333,8 +328,7 @@ def symmetric_scale(
     quantized values is this same ``s``, bit for bit, whatever the rounding of the division
     (XLA's float32 division is not always correctly rounded; the coarser rounding absorbs
     it). So export can recover the training scales from the view. Zero results become 1
-    (no division by zero); so does a non-finite ``absmax``, or NaN with ``nonfinite=jnp.nan``.
-    ``materialized=False`` skips :func:`materialize` (for consumers as small as the scale).
+    (no division by zero); so does a non-finite ``absmax``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -343,10 +337,7 @@ def symmetric_scale(
       (True, 1.0)
     """
     drop = max(2, int(qmax).bit_length())
-    s = usable_scale(round_scale_mantissa(absmax / float(qmax), drop))
-    if nonfinite != 1.0:  # decided on absmax: a NaN's payload can round to a finite pattern
-        s = jnp.where(jnp.isfinite(absmax), s, nonfinite)
-    return materialize(s) if materialized else s
+    return safe_scale(round_scale_mantissa(absmax / float(qmax), drop))
 
 
 def absmax_scale(x: jax.Array, bits: int, *, channel_axis: int | None = -1) -> jax.Array:
