@@ -29,8 +29,9 @@ scale, round, clamp, multiply by the scale) that writes the fake-quantized kerne
 and backward matmuls read, and two scale-sized fusions; XLA:CPU does not fuse the quantize
 into the matmul. The per-group reduction (``[7, 112, 512]`` over the middle axis) runs at
 about half the speed of a per-channel column reduction; reduce_window, select reducers,
-two-stage and transposed forms measured no faster. Ours and Qwix compile to the same fusion
-list (Qwix: three fewer scale fusions), so the pairs sit at parity within the noise.
+two-stage and transposed forms measured no faster. Ours and Qwix compile to the same fusions
+but for three scale fusions and a step counter (ours), so the pairs sit at parity within the
+noise.
 
 Run: ``PYTHONPATH=. python benchmarks/quant_overhead.py [--quick]``.
 """
