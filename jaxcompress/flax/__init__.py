@@ -3,14 +3,15 @@
 ``TrainState`` (linen) carries a Compressor and its state through the train step;
 ``Compressed`` (NNX) wraps a module so it runs on its compressed params and works with
 ``nnx.Optimizer``; ``quantize_activations`` / ``calibrate_activations`` (linen interception)
-and ``quantized_dot_general`` (NNX injection point) quantize activations; ``distiller`` /
-``nnx_distiller`` build jitted distillation steps on top of the TrainState (linen) or of
-``nnx.Optimizer`` (NNX).
+and ``quantized_dot_general`` / ``quantized_conv`` (NNX injection points) quantize
+activations; ``distiller`` / ``nnx_distiller`` build jitted distillation steps on top of the
+TrainState (linen) or of ``nnx.Optimizer`` (NNX).
 """
 
 from jaxcompress.flax._act_quant import (
     calibrate_activations,
     quantize_activations,
+    quantized_conv,
     quantized_dot_general,
 )
 from jaxcompress.flax._distill import Distiller, DistillState, distiller
@@ -35,5 +36,6 @@ __all__ = [
     "nnx_distiller",
     "param_dict",
     "quantize_activations",
+    "quantized_conv",
     "quantized_dot_general",
 ]

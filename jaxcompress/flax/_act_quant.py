@@ -1,4 +1,4 @@
-"""Activation quantization for Flax: linen method interception and the NNX dot_general hook.
+"""Activation quantization for Flax: linen method interception and the NNX dot / conv hooks.
 
 Weights are quantized by a Compressor on the params pytree (``jc.quant.qat``); activations
 are quantized where they enter a layer:
@@ -11,7 +11,9 @@ are quantized where they enter a layer:
   (w8a8 training on integers); an exported :class:`jaxcompress.quant.QArray` kernel always
   runs on integers (inference).
 * NNX: :func:`quantized_dot_general` returns a function with ``lax.dot_general``'s signature
-  for the ``dot_general=`` argument of ``nnx.Linear`` / ``nnx.Einsum`` / ``nnx.LinearGeneral``.
+  for the ``dot_general=`` argument of ``nnx.Linear`` / ``nnx.Einsum`` / ``nnx.LinearGeneral``;
+  :func:`quantized_conv` one with ``lax.conv_general_dilated``'s for the
+  ``conv_general_dilated=`` argument of ``nnx.Conv``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcompress.quant import _calibration, _fake_quant, _grid, _intmm, _intmm_ste
+from jaxcompress.quant._act_conv import fake_quant_lhs_conv
 from jaxcompress.quant._export import QArray
 
 _DEFAULT_MODULES = (nn.Dense,)
@@ -409,6 +412,77 @@ def quantized_dot_general(
             precision=precision,
             preferred_element_type=preferred_element_type,
             **({} if int_matmul else kw),
+        )
+
+    return fn
+
+
+def quantized_conv(
+    bits: int = 8,
+    *,
+    per_token: bool = True,
+    absmax: jax.typing.ArrayLike | None = None,
+    ste: str = "clipped",
+    residuals: str = "original",
+) -> Callable[..., jax.Array]:
+    """A ``lax.conv_general_dilated`` replacement that quantizes the input (NNX injection point).
+
+    Pass it as ``conv_general_dilated=`` to ``nnx.Conv``: the layer's input activations are
+    fake-quantized with one scale per token (per batch element and spatial position, reduced
+    over the input features), per tensor, or from a static calibrated ``absmax``, with a
+    straight-through backward whose kernel gradient comes from the original activations
+    (``residuals="original"``, the default) or the fake-quantized ones (``"quantized"``);
+    see :func:`jaxcompress.quant.fake_quant_lhs_conv`. The kernel is whatever the layer
+    holds: quantize the weights with ``jc.quant.qat`` on the ``nnx.split`` params (as with
+    :func:`quantized_dot_general` for ``nnx.Linear``).
+
+    Args:
+      bits: activation bit width, 2..8.
+      per_token: dynamic scales per token (else one per tensor).
+      absmax: a static calibrated activation range (scalar).
+      ste: ``"clipped"`` or ``"identity"``.
+      residuals: ``"original"`` or ``"quantized"`` (the activations of the kernel gradient).
+
+    Returns:
+      ``fn(lhs, rhs, window_strides, padding, ...)`` with ``lax.conv_general_dilated``'s
+      signature.
+
+    Raises:
+      ValueError: for bad arguments (up front).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.nnx as nnx, jaxcompress as jc
+      >>> conv = nnx.Conv(3, 4, (3, 3), conv_general_dilated=jc.flax.quantized_conv(8),
+      ...                 rngs=nnx.Rngs(0))
+      >>> conv(jnp.ones((2, 8, 8, 3))).shape
+      (2, 8, 8, 4)
+
+    References:
+      Jacob et al. 2018; Dettmers et al. 2022.
+    """
+    _check_act_bits(bits, "quantized_conv")
+    if ste not in _grid.STES:
+        raise ValueError(f"quantized_conv: ste must be one of {_grid.STES}, got {ste!r}")
+    if residuals not in _intmm.RESIDUALS:
+        raise ValueError(
+            f"quantized_conv: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
+        )
+    if absmax is not None and jnp.ndim(absmax):
+        raise ValueError(f"quantized_conv: absmax must be a scalar, got shape {jnp.shape(absmax)}")
+
+    def fn(lhs, rhs, window_strides, padding, *args, **kw):
+        return fake_quant_lhs_conv(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            *args,
+            bits=bits,
+            per_token=per_token,
+            absmax=absmax,
+            ste=ste,
+            residuals=residuals,
+            **kw,
         )
 
     return fn

@@ -4,6 +4,7 @@ Numerics only (jax, optax, numpy); the Flax glue for activation quantization liv
 :mod:`jaxcompress.flax`.
 """
 
+from jaxcompress.quant._act_conv import fake_quant_lhs_conv
 from jaxcompress.quant._calibration import kth_largest
 from jaxcompress.quant._checkpoint import load, save
 from jaxcompress.quant._export import QArray, dequantize, is_qarray, pack, quantize, unpack
@@ -31,6 +32,7 @@ __all__ = [
     "dequantize",
     "fake_quant",
     "fake_quant_activation",
+    "fake_quant_lhs_conv",
     "fake_quant_lhs_dot",
     "fake_quant_symmetric",
     "int8_dot_general",
