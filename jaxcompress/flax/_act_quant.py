@@ -282,22 +282,8 @@ def calibrate_activations(
     References:
       Nagel et al. 2021, "A White Paper on Neural Network Quantization" (range setting).
     """
-    if method not in _METHODS:
-        raise ValueError(f"calibrate_activations: method must be one of {_METHODS}, got {method!r}")
-    if not (isinstance(percentile, (int, float)) and 0.0 < percentile <= 100.0):
-        raise ValueError(
-            f"calibrate_activations: percentile must be in (0, 100], got {percentile!r}"
-        )
-    if not (isinstance(ema_decay, (int, float)) and 0.0 <= ema_decay < 1.0):
-        raise ValueError(f"calibrate_activations: ema_decay must be in [0, 1), got {ema_decay!r}")
+    check_calibration(method, percentile, ema_decay, "calibrate_activations")
     modules = tuple(modules)
-
-    def stat(x):
-        a = jnp.abs(_fake_quant.finite_or_zero(x.astype(jnp.float32)))
-        if method != "percentile":
-            return jnp.max(a)
-        k = _calibration.percentile_rank(percentile, a.size)
-        return _calibration.kth_largest(a, k, tuple(range(a.ndim))).reshape(())
 
     def run(variables, *inputs):
         found: dict[str, jax.Array] = {}
@@ -306,7 +292,7 @@ def calibrate_activations(
             m = context.module
             if context.method_name == "__call__" and isinstance(m, modules) and args:
                 path = _module_path(m)
-                s = stat(args[0])
+                s = range_stat(args[0], method, percentile)
                 found[path] = jnp.maximum(found[path], s) if path in found else s
             return next_fun(*args, **kwargs)
 
@@ -315,12 +301,49 @@ def calibrate_activations(
         return found
 
     run = jax.jit(run)
-    out: dict[str, jax.Array] = {}
+    out = combine_batches(
+        (run(variables, *(b if isinstance(b, tuple) else (b,))) for b in batches),
+        method,
+        ema_decay,
+        "calibrate_activations",
+    )
+    if not out:
+        raise ValueError(
+            f"calibrate_activations: no layer of types {[m.__name__ for m in modules]} was called"
+        )
+    return out
+
+
+def check_calibration(method: str, percentile: Any, ema_decay: Any, where: str) -> None:
+    """ValueError for a bad calibration ``method`` / ``percentile`` / ``ema_decay``."""
+    if method not in _METHODS:
+        raise ValueError(f"{where}: method must be one of {_METHODS}, got {method!r}")
+    if not (isinstance(percentile, (int, float)) and 0.0 < percentile <= 100.0):
+        raise ValueError(f"{where}: percentile must be in (0, 100], got {percentile!r}")
+    if not (isinstance(ema_decay, (int, float)) and 0.0 <= ema_decay < 1.0):
+        raise ValueError(f"{where}: ema_decay must be in [0, 1), got {ema_decay!r}")
+
+
+def range_stat(x: jax.Array, method: str, percentile: float) -> jax.Array:
+    """One batch's range statistic of a layer input: ``max|x|`` or the ``percentile`` of |x|.
+
+    Non-finite entries count as 0 (one bad value cannot set the range).
+    """
+    a = jnp.abs(_fake_quant.finite_or_zero(x.astype(jnp.float32)))
+    if method != "percentile":
+        return jnp.max(a)
+    k = _calibration.percentile_rank(percentile, a.size)
+    return _calibration.kth_largest(a, k, tuple(range(a.ndim))).reshape(())
+
+
+def combine_batches(
+    per_batch: Iterable[Mapping[str, jax.Array]], method: str, ema_decay: float, where: str
+) -> dict[str, jax.Array]:
+    """Per-batch ``{path: statistic}`` combined into ranges: max, EMA or mean (percentile)."""
+    out: dict[str, Any] = {}
     n = 0
-    for batch in batches:
-        inputs = batch if isinstance(batch, tuple) else (batch,)
-        stats = jax.device_get(run(variables, *inputs))
-        for path, s in stats.items():
+    for stats in per_batch:
+        for path, s in jax.device_get(stats).items():
             s = np.float32(s)
             if path not in out:
                 out[path] = s
@@ -332,11 +355,7 @@ def calibrate_activations(
                 out[path] = out[path] + s
         n += 1
     if n == 0:
-        raise ValueError("calibrate_activations: no calibration batch was given")
-    if not out:
-        raise ValueError(
-            f"calibrate_activations: no layer of types {[m.__name__ for m in modules]} was called"
-        )
+        raise ValueError(f"{where}: no calibration batch was given")
     if method == "percentile":
         out = {p: s / n for p, s in out.items()}
     return {p: jnp.asarray(s, jnp.float32) for p, s in out.items()}

@@ -17,7 +17,9 @@ def ptq(params: Params, compressor: Compressor | None = None, **qat_kwargs: Any)
     :func:`~jaxcompress.quant.quantize`. Without a compressor, ``qat(**qat_kwargs)`` quantizes
     every leaf; pass ``jc.rules([...])`` to choose leaves (biases left float). For activations,
     calibrate ranges on a few batches with ``jc.flax.calibrate_activations`` and run the model
-    under ``jc.flax.quantize_activations(ranges=...)``.
+    under ``jc.flax.quantize_activations(ranges=...)`` (linen), or with
+    ``jc.flax.calibrate_nnx_activations`` and ``jc.flax.quantize_nnx_activations(model,
+    ranges=...)`` (NNX).
 
     Args:
       params: float params.
