@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -92,9 +93,9 @@ def quantize_nnx_activations(
     calibrated range. The hooks are static parts of the module (the graphdef): they trace
     into ``nnx.jit`` / ``jax.jit`` like any layer setting. Weights are quantized separately,
     by a Compressor on the ``nnx.split`` params (``jc.quant.qat``). ``bits=None`` restores
-    the plain ``lax`` ops on those layers (a float model again). Calling it again replaces
-    the hooks it set; a layer with a hook of the user's own raises (leave it out with
-    ``exclude``).
+    the plain ``lax`` ops where this function set a hook (a float model again). Calling it
+    again replaces the hooks it set; a layer with a hook of the user's own raises (leave it
+    out with ``exclude``), and ``bits=None`` leaves such a hook alone.
 
     Args:
       model: an NNX module (changed in place).
@@ -109,11 +110,12 @@ def quantize_nnx_activations(
       exclude: a regex of layer paths (``re.fullmatch``, e.g. ``"head"``) left in float.
 
     Returns:
-      The paths of the layers hooked (or restored), in the model's order.
+      The paths of the layers hooked (with ``bits=None``: restored), in the model's order.
 
     Raises:
-      ValueError: for bad arguments, no matching layer, a layer with its own hook, or a
-        layer missing from ``ranges`` (the message lists the calibrated paths).
+      ValueError: for bad arguments, no matching layer, a layer with its own hook, a layer
+        missing from ``ranges`` (the message lists the calibrated paths) or a range that is
+        not a finite positive scalar.
 
     Example:
       >>> import jax.numpy as jnp, flax.nnx as nnx, jaxcompress as jc
@@ -138,20 +140,30 @@ def quantize_nnx_activations(
         # the hook factories validate bits / ste / residuals / absmax up front
         _act_quant.quantized_conv(bits, per_token=per_token, ste=ste, residuals=residuals)
     layers = list(_layers(model, types, exclude, where))
+    if bits is None:
+        # restore the hooks this function set; a hook of the user's own stays
+        ours = [(n, m) for n, m in layers if getattr(getattr(m, _hook(m)), _MARK, False)]
+        for _, layer in ours:
+            setattr(layer, _hook(layer), _DEFAULT_OPS[_hook(layer)])
+        return [name for name, _ in ours]
     for name, layer in layers:
         _check_own_hook(name, layer, where)
-    if ranges is not None and bits is not None:
+    if ranges is not None:
         missing = [name for name, _ in layers if name not in ranges]
         if missing:
             raise ValueError(
                 f"{where}: no static range for layer(s) {missing}; calibrated layers: "
                 f"{', '.join(sorted(ranges)) or '(none)'}"
             )
+        for name, _ in layers:
+            a = np.asarray(jax.device_get(ranges[name]), np.float32)
+            if a.ndim or not (np.isfinite(a) and a > 0):
+                raise ValueError(
+                    f"{where}: the range of layer {name!r} must be a finite positive scalar, "
+                    f"got {ranges[name]!r}"
+                )
     for name, layer in layers:
         hook = _hook(layer)
-        if bits is None:
-            setattr(layer, hook, _DEFAULT_OPS[hook])
-            continue
         absmax = None if ranges is None else jnp.asarray(ranges[name], jnp.float32)
         kw = dict(per_token=per_token, absmax=absmax, ste=ste, residuals=residuals)
         if hook == "conv_general_dilated":
@@ -194,7 +206,8 @@ def calibrate_nnx_activations(
       ``{layer path: float32 absmax}`` for :func:`quantize_nnx_activations`'s ``ranges``.
 
     Raises:
-      ValueError: for a bad method / percentile / decay, no batch, or no matching layer.
+      ValueError: for a bad method / percentile / decay, no batch, or no matching layer (in
+        the model or called by its forward).
 
     Example:
       >>> import jax, flax.nnx as nnx, jaxcompress as jc
@@ -239,4 +252,6 @@ def calibrate_nnx_activations(
         ema_decay,
         where,
     )
+    if not out:
+        raise ValueError(f"{where}: no layer of types {[t.__name__ for t in types]} was called")
     return {name: out[name] for name in names if name in out}

@@ -150,8 +150,9 @@ def fake_quant_lhs_conv(
     if ste not in _grid.STES:
         raise ValueError(f"fake_quant_lhs_conv: ste must be one of {_grid.STES}, got {ste!r}")
     qmax = _intmm._act_qmax(bits)
+    x, k = jnp.asarray(x), jnp.asarray(k)
     for name, a in (("x", x), ("k", k)):
-        if not jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
             raise TypeError(f"fake_quant_lhs_conv: {name} must be a float array, got {a.dtype}")
     if absmax is not None:
         absmax = jnp.asarray(absmax, jnp.float32)

@@ -99,6 +99,12 @@ def test_exclude_and_errors():
     assert net.mlp.layers[2].dot_general is lax.dot_general
     with pytest.raises(ValueError, match=r"no static range for layer\(s\) \['mlp/layers/2'\]"):
         jc.flax.quantize_nnx_activations(Net(), 8, ranges={"conv": 1.0, "mlp/layers/0": 1.0})
+    full = {p: 1.0 for p in PATHS}
+    for bad in (-1.0, 0.0, float("nan"), jnp.ones(2)):
+        fresh = Net()
+        with pytest.raises(ValueError, match="'mlp/layers/0' must be a finite positive scalar"):
+            jc.flax.quantize_nnx_activations(fresh, 8, ranges={**full, "mlp/layers/0": bad})
+        assert fresh.conv.conv_general_dilated is lax.conv_general_dilated  # nothing half-done
     with pytest.raises(ValueError, match="bits"):
         jc.flax.quantize_nnx_activations(Net(), 1)
     with pytest.raises(ValueError, match="residuals"):
@@ -116,6 +122,26 @@ def test_exclude_and_errors():
     with pytest.raises(ValueError, match="'mlp/layers/0' has its own dot_general"):
         jc.flax.quantize_nnx_activations(own, 8)
     assert own.conv.conv_general_dilated is lax.conv_general_dilated  # nothing half-done
+    # bits=None restores only the hooks this function set
+    paths = jc.flax.quantize_nnx_activations(own, 8, exclude="mlp/layers/0")
+    assert paths == ["conv", "mlp/layers/2"]
+    mine = own.mlp.layers[0].dot_general
+    assert jc.flax.quantize_nnx_activations(own, None) == ["conv", "mlp/layers/2"]
+    assert own.mlp.layers[0].dot_general is mine
+    assert own.mlp.layers[2].dot_general is lax.dot_general
+
+
+class _Unused(nnx.Module):
+    def __init__(self):
+        self.spare = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+
+    def __call__(self, x):
+        return x * 2.0
+
+
+def test_calibration_of_a_model_that_calls_no_layer_raises():
+    with pytest.raises(ValueError, match="was called"):
+        jc.flax.calibrate_nnx_activations(_Unused(), [jnp.ones((1, 2))])
 
 
 @pytest.mark.parametrize("int_matmul", [False, True])
