@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcompress.quant import _calibration, _fake_quant, _grid, _intmm, _intmm_ste
+from jaxcompress.quant import _calibration, _fake_quant, _intmm, _intmm_ste
 from jaxcompress.quant._act_conv import fake_quant_lhs_conv
 from jaxcompress.quant._export import QArray
 
@@ -42,6 +42,12 @@ def _module_path(module: nn.Module) -> str:
 def _check_act_bits(bits: Any, where: str) -> None:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
         raise ValueError(f"{where}: bits must be an integer in 2..8, got {bits!r}")
+
+
+def check_hook_args(bits: Any, ste: str, residuals: str, where: str) -> None:
+    """ValueError naming ``where`` for bad activation ``bits``, ``ste`` or ``residuals``."""
+    _check_act_bits(bits, where)
+    _intmm.check_ste_residuals(ste, residuals, where)
 
 
 def _int_dense(
@@ -177,13 +183,7 @@ def quantize_activations(
     References:
       Jacob et al. 2018; Dettmers et al. 2022 (per-token scales).
     """
-    _check_act_bits(bits, "quantize_activations")
-    if ste not in _grid.STES:
-        raise ValueError(f"quantize_activations: ste must be one of {_grid.STES}, got {ste!r}")
-    if residuals not in _intmm.RESIDUALS:
-        raise ValueError(
-            f"quantize_activations: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
-        )
+    check_hook_args(bits, ste, residuals, "quantize_activations")
     modules = tuple(modules)
     if not modules or not all(isinstance(m, type) and issubclass(m, nn.Module) for m in modules):
         raise ValueError(
@@ -408,13 +408,7 @@ def quantized_dot_general(
     References:
       Jacob et al. 2018; Dettmers et al. 2022.
     """
-    _check_act_bits(bits, "quantized_dot_general")
-    if ste not in _grid.STES:
-        raise ValueError(f"quantized_dot_general: ste must be one of {_grid.STES}, got {ste!r}")
-    if residuals not in _intmm.RESIDUALS:
-        raise ValueError(
-            f"quantized_dot_general: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
-        )
+    check_hook_args(bits, ste, residuals, "quantized_dot_general")
 
     def fn(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
         # int8_matmul rejects batch dimensions itself; the float path takes dot_general's kwargs
@@ -479,13 +473,7 @@ def quantized_conv(
     References:
       Jacob et al. 2018; Dettmers et al. 2022.
     """
-    _check_act_bits(bits, "quantized_conv")
-    if ste not in _grid.STES:
-        raise ValueError(f"quantized_conv: ste must be one of {_grid.STES}, got {ste!r}")
-    if residuals not in _intmm.RESIDUALS:
-        raise ValueError(
-            f"quantized_conv: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
-        )
+    check_hook_args(bits, ste, residuals, "quantized_conv")
     if absmax is not None and jnp.ndim(absmax):
         raise ValueError(f"quantized_conv: absmax must be a scalar, got shape {jnp.shape(absmax)}")
 

@@ -61,15 +61,14 @@ def _layers(
         raise ValueError(f"{where}: no layer of types {[t.__name__ for t in types]} in the model")
 
 
-def _check_own_hook(name: str, layer: nnx.Module, where: str) -> Any:
-    """The layer's current hook; a ValueError if it is the user's own (not the lax op or ours)."""
+def _check_own_hook(name: str, layer: nnx.Module, where: str) -> None:
+    """A ValueError if the layer's hook is the user's own (neither the lax op nor ours)."""
     hook = _hook(layer)
     fn = getattr(layer, hook)
     if fn is not _DEFAULT_OPS[hook] and not getattr(fn, _MARK, False):
         raise ValueError(
             f"{where}: layer {name!r} has its own {hook} ({fn!r}); leave it out with exclude="
         )
-    return fn
 
 
 def quantize_nnx_activations(
@@ -137,8 +136,7 @@ def quantize_nnx_activations(
     where = "quantize_nnx_activations"
     types = _check_types(types, where)
     if bits is not None:
-        # the hook factories validate bits / ste / residuals / absmax up front
-        _act_quant.quantized_conv(bits, per_token=per_token, ste=ste, residuals=residuals)
+        _act_quant.check_hook_args(bits, ste, residuals, where)
     layers = list(_layers(model, types, exclude, where))
     if bits is None:
         # restore the hooks this function set; a hook of the user's own stays

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcompress.quant import _grid, _intmm
+from jaxcompress.quant import _intmm
 
 
 class _ConvSpec(NamedTuple):
@@ -143,12 +143,7 @@ def fake_quant_lhs_conv(
       Jacob et al. 2018; Bengio et al. 2013 (straight-through estimator); Dettmers et al.
       2022 (per-token scales).
     """
-    if residuals not in _intmm.RESIDUALS:
-        raise ValueError(
-            f"fake_quant_lhs_conv: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
-        )
-    if ste not in _grid.STES:
-        raise ValueError(f"fake_quant_lhs_conv: ste must be one of {_grid.STES}, got {ste!r}")
+    _intmm.check_ste_residuals(ste, residuals, "fake_quant_lhs_conv")
     qmax = _intmm._act_qmax(bits)
     x, k = jnp.asarray(x), jnp.asarray(k)
     for name, a in (("x", x), ("k", k)):

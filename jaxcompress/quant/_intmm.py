@@ -108,6 +108,14 @@ def _fake_quant_lhs(x, s, qmax: float, ste: str):
 RESIDUALS = ("original", "quantized")
 
 
+def check_ste_residuals(ste: str, residuals: str, where: str) -> None:
+    """ValueError naming ``where`` for an unknown ``ste`` or ``residuals`` choice."""
+    if ste not in _grid.STES:
+        raise ValueError(f"{where}: ste must be one of {_grid.STES}, got {ste!r}")
+    if residuals not in RESIDUALS:
+        raise ValueError(f"{where}: residuals must be one of {RESIDUALS}, got {residuals!r}")
+
+
 def fake_quant_lhs_dot(
     x: jax.Array,
     k: jax.Array,
@@ -160,12 +168,7 @@ def fake_quant_lhs_dot(
     References:
       Bengio et al. 2013 (straight-through estimator); Jacob et al. 2018.
     """
-    if residuals not in RESIDUALS:
-        raise ValueError(
-            f"fake_quant_lhs_dot: residuals must be one of {RESIDUALS}, got {residuals!r}"
-        )
-    if ste not in _grid.STES:
-        raise ValueError(f"fake_quant_lhs_dot: ste must be one of {_grid.STES}, got {ste!r}")
+    check_ste_residuals(ste, residuals, "fake_quant_lhs_dot")
     qmax = _act_qmax(bits)
     s = lhs_scale(x, dimension_numbers[0][0], bits, per_token=per_token, absmax=absmax)
     spec = _DotSpec(

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcompress.quant import _fake_quant, _grid, _intmm
+from jaxcompress.quant import _fake_quant, _intmm
 
 WEIGHT_QMAX = 127  # int8 narrow range, the grid of qat(bits=8)
 _DROP = max(2, WEIGHT_QMAX.bit_length())  # symmetric_scale's mantissa rounding for 127
@@ -229,12 +229,7 @@ def int8_matmul(
     References:
       Jacob et al. 2018; Dettmers et al. 2022 (per-token scales); Bengio et al. 2013 (STE).
     """
-    if residuals not in _intmm.RESIDUALS:
-        raise ValueError(
-            f"int8_matmul: residuals must be one of {_intmm.RESIDUALS}, got {residuals!r}"
-        )
-    if ste not in _grid.STES:
-        raise ValueError(f"int8_matmul: ste must be one of {_grid.STES}, got {ste!r}")
+    _intmm.check_ste_residuals(ste, residuals, "int8_matmul")
     qmax = _intmm._act_qmax(bits)
     if dimension_numbers is None:
         dimension_numbers = (((lhs.ndim - 1,), (0,)), ((), ()))
